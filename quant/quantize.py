@@ -1,0 +1,224 @@
+"""FP32 model -> dynamically quantized INT8 model; engine choice; INT8 artifacts.
+
+Dynamic quantization (PyTorch eager mode): every `nn.Linear` gets int8 weights
+(per-tensor, symmetric); its input activations are quantized on the fly from
+their observed range at each call, the int8 GEMM runs, and the output is float
+again. Optionally `nn.Embedding` gets 8-bit weight-only rows (per-row float
+scale/offset), which shrinks the model further at no speed cost.
+
+`torch.ao.quantization.quantize_dynamic` is deprecated (successor: torchao's
+`quantize_`). Every call into it lives in `_backend_quantize`, so a migration
+is a change to that one function; its deprecation warnings are kept out of the
+user's console.
+
+References: PyTorch dynamic quantization tutorial for BERT;
+torchao `quantize_` (pytorch/ao `torchao/quantization/quant_api.py`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
+ARTIFACT_FORMAT = "quantqa-int8/1"
+ARTIFACT_WEIGHTS = "int8_state_dict.pt"
+ARTIFACT_MANIFEST = "quantqa.json"
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How the INT8 variant is made."""
+
+    embeddings: bool = False  # also quantize nn.Embedding (8-bit weight-only); -38% size, same speed
+    engine: str = "auto"  # quantized engine: "auto" = fastest measured here, or one of ENGINES
+
+    def __post_init__(self):
+        if self.engine != "auto" and self.engine not in ENGINES:
+            raise ValueError(f"engine must be 'auto' or one of {', '.join(ENGINES)}; got {self.engine!r}")
+
+    def __str__(self) -> str:
+        emb = "Linear + Embedding" if self.embeddings else "Linear only"
+        return f"dynamic INT8 ({emb}, engine={self.engine})"
+
+
+def _backend_quantize(model: nn.Module, embeddings: bool) -> nn.Module:
+    """The one call into PyTorch's quantization backend. Mutates and returns `model`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
+        from torch.ao.quantization import (
+            default_dynamic_qconfig,
+            float_qparams_weight_only_qconfig,
+            quantize_dynamic,
+        )
+
+        spec: dict = {nn.Linear: default_dynamic_qconfig}
+        if embeddings:
+            spec[nn.Embedding] = float_qparams_weight_only_qconfig
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+
+
+def quantize(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
+    """Return a new, dynamically INT8-quantized copy of `model` (the input is not changed).
+
+    Uses the quantized engine currently set (see `use_engine`); weights are
+    packed for that engine, so pick the engine first.
+    """
+    config = config or QuantConfig()
+    if config.engine != "auto":
+        use_engine(config.engine)
+    qmodel = _backend_quantize(copy.deepcopy(model), config.embeddings)
+    return qmodel.eval()
+
+
+def count_quantized(model: nn.Module) -> dict[str, int]:
+    """How many layers of each kind are float vs quantized (for structural tests / reports)."""
+    counts = {"linear_fp32": 0, "linear_int8": 0, "embedding_fp32": 0, "embedding_int8": 0}
+    for mod in model.modules():
+        name = type(mod).__module__ + "." + type(mod).__name__
+        quantized = ".quantized." in name or ".ao.nn." in name
+        if isinstance(mod, nn.Linear) and not quantized:
+            counts["linear_fp32"] += 1
+        elif type(mod).__name__ == "Linear" and quantized:
+            counts["linear_int8"] += 1
+        elif isinstance(mod, nn.Embedding) and not quantized:
+            counts["embedding_fp32"] += 1
+        elif type(mod).__name__ == "Embedding" and quantized:
+            counts["embedding_int8"] += 1
+    return counts
+
+
+# --------------------------------------------------------------------------- engines
+
+
+def available_engines() -> list[str]:
+    supported = set(torch.backends.quantized.supported_engines)
+    return [e for e in ENGINES if e in supported]
+
+
+def use_engine(name: str) -> str:
+    if name not in available_engines():
+        raise ValueError(f"quantized engine {name!r} is not supported by this torch build; "
+                         f"choose one of {', '.join(available_engines())}")
+    torch.backends.quantized.engine = name
+    return name
+
+
+@dataclass
+class EngineChoice:
+    engine: str
+    how: str  # "measured", "requested", "only one available"
+    median_ms: dict[str, float] = field(default_factory=dict)  # per engine, probe layer pair
+
+    def describe(self) -> str:
+        if not self.median_ms:
+            return f"{self.engine} ({self.how})"
+        parts = ", ".join(f"{k} {v:.2f} ms" for k, v in sorted(self.median_ms.items(), key=lambda kv: kv[1]))
+        return f"{self.engine} (measured: {parts})"
+
+
+def _candidate_engines() -> list[str]:
+    engines = available_engines()
+    # qnnpack is the ARM engine: on x86 it is several times slower for this and
+    # prints a reduce_range warning from C++, so it is not a candidate there.
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        engines = [e for e in engines if e != "qnnpack"]
+    return engines
+
+
+def choose_engine(requested: str = "auto", hidden: int = 768, intermediate: int = 3072,
+                  tokens: int = 160, rounds: int = 5) -> EngineChoice:
+    """Pick the quantized engine (and set it). "auto" measures each candidate once.
+
+    The probe is one BERT feed-forward block (hidden -> intermediate -> hidden) at
+    `tokens` tokens, dynamically quantized under each engine and timed in
+    interleaved rounds; the median wins. It costs well under a second.
+    """
+    if requested != "auto":
+        return EngineChoice(use_engine(requested), "requested")
+    engines = _candidate_engines()
+    if len(engines) == 1:
+        return EngineChoice(use_engine(engines[0]), "only one available")
+    torch.manual_seed(0)
+    probe = nn.Sequential(nn.Linear(hidden, intermediate), nn.GELU(), nn.Linear(intermediate, hidden)).eval()
+    x = torch.randn(1, tokens, hidden)
+    packed = {}
+    for e in engines:
+        torch.backends.quantized.engine = e
+        packed[e] = _backend_quantize(copy.deepcopy(probe), embeddings=False)
+    samples: dict[str, list[float]] = {e: [] for e in engines}
+    with torch.inference_mode():
+        for r in range(rounds):
+            for e in engines[r % len(engines):] + engines[: r % len(engines)]:  # rotate order
+                torch.backends.quantized.engine = e
+                packed[e](x)  # warm-up for this engine in this round
+                t0 = time.perf_counter()
+                packed[e](x)
+                samples[e].append((time.perf_counter() - t0) * 1e3)
+    med = {e: statistics.median(s) for e, s in samples.items()}
+    best = min(med, key=med.get)
+    return EngineChoice(use_engine(best), "measured", med)
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def save_artifact(qmodel: nn.Module, tokenizer, out_dir: str | Path, config: QuantConfig,
+                  engine: str, source_model: str) -> Path:
+    """Write config + tokenizer + INT8 state dict (+ a small manifest) to `out_dir`.
+
+    The weights file holds tensors only, so it loads with `torch.load(weights_only=True)`.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    qmodel.config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    torch.save(qmodel.state_dict(), out / ARTIFACT_WEIGHTS)
+    manifest = {
+        "format": ARTIFACT_FORMAT,
+        "source_model": source_model,
+        "quant_config": asdict(config),
+        "engine": engine,
+        "torch": torch.__version__,
+    }
+    (out / ARTIFACT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
+def is_artifact(path: str | Path) -> bool:
+    return (Path(path) / ARTIFACT_MANIFEST).is_file()
+
+
+def load_artifact(path: str | Path):
+    """Load an INT8 artifact folder -> (tokenizer, int8 model, manifest).
+
+    Refuses anything that is not plain tensors (`weights_only=True`): a pickle
+    with code in it raises instead of running.
+    """
+    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
+
+    path = Path(path)
+    manifest = json.loads((path / ARTIFACT_MANIFEST).read_text())
+    if manifest.get("format") != ARTIFACT_FORMAT:
+        raise ValueError(f"{path}: not a QuantQA INT8 artifact (format {manifest.get('format')!r})")
+    qc = QuantConfig(**manifest["quant_config"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TypedStorage notice from quantized tensors
+        state = torch.load(path / ARTIFACT_WEIGHTS, map_location="cpu", weights_only=True)
+    if manifest.get("engine") in available_engines():
+        use_engine(manifest["engine"])
+    config = AutoConfig.from_pretrained(path)
+    skeleton = AutoModelForQuestionAnswering.from_config(config).eval()
+    qmodel = _backend_quantize(skeleton, qc.embeddings)
+    qmodel.load_state_dict(state, strict=True)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return tokenizer, qmodel.eval(), manifest

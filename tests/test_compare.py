@@ -1,0 +1,124 @@
+"""Comparator: every variant on one question, contract of the result, CUDA fallback."""
+
+import pytest
+import torch
+
+import tinymodels
+from quant import Comparator, InputError
+from quant.compare import EXTRA_VARIANTS
+
+
+def test_compare_answers_and_contract(trained):
+    ex = tinymodels.held_out_examples(1, seed=5)[0]
+    c = trained.compare(ex.context, ex.question, runs=3)
+    d = c.to_dict()
+    assert [r["variant"] for r in d["results"]] == ["fp32-cpu", "int8-cpu", "fp32-cuda"]
+    for r in d["results"][:2]:
+        assert r["available"] is True
+        assert r["answer"] == ex.answer
+        assert ex.context[r["start"]:r["end"]] == r["answer"]
+        assert 0 < r["score"] <= 1
+        lat = r["latency_ms"]
+        assert lat["runs"] == 3 and 0 < lat["median"] <= lat["p90"]
+    assert d["results"][0]["speedup"] == 1.0
+    assert d["int8_agrees_with_fp32"] is True
+    assert set(d["sizes_mib"]) == {"fp32", "int8"} and d["sizes_mib"]["int8"] < d["sizes_mib"]["fp32"]
+    assert d["threads"] == torch.get_num_threads()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_cuda_variant_reports_unavailable_without_gpu(trained):
+    ex = tinymodels.held_out_examples(1)[0]
+    r = trained.compare(ex.context, ex.question, runs=1).result("fp32-cuda")
+    assert r.available is False and "CUDA is not available" in r.reason
+    assert r.latency is None and r.to_dict()["latency_ms"] is None
+
+
+def test_unanswerable_gives_empty_answer(trained):
+    ex = tinymodels.held_out_examples(1, seed=21, unanswerable=True)[0]
+    c = trained.compare(ex.context, ex.question, runs=1)
+    assert c.result("fp32-cpu").answer == "" and c.result("int8-cpu").answer == ""
+    assert c.result("fp32-cpu").start == c.result("fp32-cpu").end == 0
+
+
+def test_long_passage_answer_in_later_window(trained):
+    """The fact sits far past the first window; sliding windows must still find it.
+
+    Windows are shortened to 64 tokens because the tiny model was trained on
+    short passages (its late position embeddings are untrained).
+    """
+    rng = __import__("random").Random(4)
+    ex = tinymodels.make_example(rng, fillers=0)
+    filler = " ".join(tinymodels.FILLERS * 3)  # ~150 tokens before the fact
+    context = filler + " " + ex.context
+    saved, trained.max_length = trained.max_length, 64
+    try:
+        c = trained.compare(context, ex.question, runs=1)
+    finally:
+        trained.max_length = saved
+    assert c.windows >= 3
+    for v in ("fp32-cpu", "int8-cpu"):
+        r = c.result(v)
+        assert r.answer == ex.answer
+        assert r.start == len(filler) + 1 + ex.answer_start
+
+
+def test_runs_capped_for_many_windows(trained):
+    ex = tinymodels.held_out_examples(1)[0]
+    context = " ".join(tinymodels.FILLERS * 40) + " " + ex.context  # ~2,000 tokens: 7+ windows
+    c = trained.compare(context, ex.question, runs=50)
+    assert c.windows * c.runs <= 100 and c.notes
+
+
+def test_bad_input_is_an_input_error(trained):
+    with pytest.raises(InputError, match="empty"):
+        trained.compare("   ", "Where?", runs=1)
+    with pytest.raises(InputError, match="Timed runs"):
+        trained.compare("text", "Where?", runs=0)
+
+
+def test_question_too_long_for_window(trained):
+    ex = tinymodels.held_out_examples(1)[0]
+    saved, trained.max_length = trained.max_length, 64
+    try:
+        with pytest.raises(InputError, match="question is too long"):
+            trained.compare(ex.context, " ".join(["Where"] * 60), runs=1)
+    finally:
+        trained.max_length = saved
+
+
+def test_extra_variants_are_reported(trained_model_dir):
+    comp = Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu") + EXTRA_VARIANTS, log=None)
+    ex = tinymodels.held_out_examples(1, seed=8)[0]
+    c = comp.compare(ex.context, ex.question, runs=2)
+    bf16 = c.result("bf16-cpu")
+    if bf16.available:
+        assert bf16.answer == ex.answer and bf16.latency.runs == 2
+    else:
+        assert "bf16" in bf16.reason
+    assert c.result("fp16-cuda") is not None
+
+
+def test_unknown_variant_rejected(trained_model_dir):
+    with pytest.raises(ValueError, match="unknown variant"):
+        Comparator(str(trained_model_dir), variants=("fp64-tpu",), log=None)
+
+
+def test_gpu_failure_during_request_keeps_cpu_results(trained):
+    """A variant that fails mid-request (e.g. CUDA OOM) is reported; the others still answer."""
+    from quant.compare import _Variant
+
+    class Exploding(torch.nn.Module):
+        def forward(self, **kw):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    saved = trained._variants.get("fp32-cuda")
+    trained._variants["fp32-cuda"] = _Variant("fp32-cuda", Exploding(), "cpu")
+    try:
+        ex = tinymodels.held_out_examples(1, seed=2)[0]
+        c = trained.compare(ex.context, ex.question, runs=2)
+        cuda = c.result("fp32-cuda")
+        assert cuda.available is False and "out of memory" in cuda.reason
+        assert c.result("fp32-cpu").answer == ex.answer and c.result("int8-cpu").answer == ex.answer
+    finally:
+        trained._variants["fp32-cuda"] = saved

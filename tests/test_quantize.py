@@ -1,0 +1,166 @@
+"""INT8 quantization: structure, parity with FP32, size, artifacts, engines."""
+
+import copy
+import io
+import pickle
+
+import pytest
+import torch
+
+import tinymodels
+from quant import (QuantConfig, count_quantized, load_artifact, load_model, quantize, save_artifact,
+                   state_dict_mib)
+from quant.qa import encode
+from quant.quantize import ARTIFACT_WEIGHTS, available_engines, choose_engine, use_engine
+
+
+def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB (as torchao's tests use)."""
+    return float(20 * torch.log10(ref.norm() / (ref - test).norm()))
+
+
+def test_every_linear_is_quantized(random_model_dir):
+    model = load_model(str(random_model_dir)).model
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    q = quantize(model)
+    counts = count_quantized(q)
+    # 2 layers x (q, k, v, attn out, intermediate, output) + qa_outputs (+ no pooler in QA heads)
+    assert n_linear == 2 * 6 + 1
+    assert counts["linear_int8"] == n_linear and counts["linear_fp32"] == 0
+    assert counts["embedding_int8"] == 0 and counts["embedding_fp32"] == 3
+
+
+def test_embedding_option(random_model_dir):
+    q = quantize(load_model(str(random_model_dir)).model, QuantConfig(embeddings=True))
+    counts = count_quantized(q)
+    assert counts["embedding_int8"] == 3 and counts["embedding_fp32"] == 0
+
+
+def test_quantize_does_not_mutate_input(random_model_dir):
+    model = load_model(str(random_model_dir)).model
+    before = copy.deepcopy(model.state_dict())
+    quantize(model, QuantConfig(embeddings=True))
+    assert all(type(m).__module__.startswith(("torch.nn.modules", "transformers")) for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="engine"):
+        QuantConfig(engine="tpu")
+    assert "Linear only" in str(QuantConfig())
+
+
+def _logits(model, enc):
+    with torch.inference_mode():
+        out = model(**enc.inputs)
+    return torch.cat([out.start_logits.flatten(), out.end_logits.flatten()])
+
+
+@pytest.mark.parametrize("embeddings", [False, True])
+def test_int8_matches_fp32_on_trained_model(trained_model_dir, embeddings):
+    """Same answers on held-out questions; logits close by SQNR."""
+    from quant import Comparator
+
+    comp = Comparator(str(trained_model_dir), quant=QuantConfig(embeddings=embeddings), log=None)
+    examples = tinymodels.held_out_examples(40) + tinymodels.held_out_examples(10, seed=99, unanswerable=True)
+    fp32_correct = int8_correct = same = 0
+    sqnrs = []
+    for ex in examples:
+        res = comp.predict(ex.context, ex.question)
+        f, q = res["fp32-cpu"], res["int8-cpu"]
+        fp32_correct += f.answer == ex.answer
+        int8_correct += q.answer == ex.answer
+        same += (f.start, f.end) == (q.start, q.end)
+        enc = encode(comp.tokenizer, ex.question, ex.context)
+        sqnrs.append(sqnr_db(_logits(comp.model("fp32-cpu"), enc), _logits(comp.model("int8-cpu"), enc)))
+    assert fp32_correct >= 0.9 * len(examples), "the trained tiny model should really answer"
+    assert same == len(examples)
+    assert int8_correct == fp32_correct
+    assert min(sqnrs) > 20.0, f"INT8 logits too far from FP32: min SQNR {min(sqnrs):.1f} dB"
+
+
+def test_int8_size_ratio_when_linear_weights_dominate(tmp_path):
+    # hidden 256, 2 layers, vocab ~400: Linear weights are ~90% of the bytes
+    d = tinymodels.make_random_model(tmp_path, hidden_size=256, num_attention_heads=4, intermediate_size=1024,
+                                     max_position_embeddings=64)
+    model = load_model(str(d)).model
+    fp32, int8 = state_dict_mib(model), state_dict_mib(quantize(model))
+    emb = state_dict_mib(quantize(model, QuantConfig(embeddings=True)))
+    assert 0.25 < int8 / fp32 < 0.40, (fp32, int8)
+    assert emb < int8 and emb / fp32 < 0.30
+
+
+def test_size_is_serialized_bytes(random_model_dir):
+    model = load_model(str(random_model_dir)).model
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    assert state_dict_mib(model) == pytest.approx(buf.tell() / 2**20)
+    q = quantize(model)
+    # parameters() misses packed INT8 weights: the serialized size must not
+    params = sum(p.numel() * p.element_size() for p in q.parameters()) / 2**20
+    assert state_dict_mib(q) > params
+
+
+@pytest.mark.parametrize("embeddings", [False, True])
+def test_artifact_round_trip(trained_model_dir, tmp_path, embeddings):
+    loaded = load_model(str(trained_model_dir))
+    qc = QuantConfig(embeddings=embeddings)
+    q = quantize(loaded.model, qc)
+    out = save_artifact(q, loaded.tokenizer, tmp_path / "int8", qc, torch.backends.quantized.engine, loaded.model_id)
+    # the weights file is plain tensors
+    torch.load(out / ARTIFACT_WEIGHTS, weights_only=True)
+    tok2, q2, manifest = load_artifact(out)
+    assert manifest["quant_config"]["embeddings"] is embeddings
+    ex = tinymodels.held_out_examples(1)[0]
+    enc = encode(loaded.tokenizer, ex.question, ex.context)
+    assert torch.equal(_logits(q, enc), _logits(q2, enc))
+    assert tok2(ex.question)["input_ids"] == loaded.tokenizer(ex.question)["input_ids"]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this would run code",))
+
+
+def test_artifact_refuses_a_pickle_with_code(trained_model_dir, tmp_path):
+    loaded = load_model(str(trained_model_dir))
+    qc = QuantConfig()
+    out = save_artifact(quantize(loaded.model, qc), loaded.tokenizer, tmp_path / "a", qc,
+                        torch.backends.quantized.engine, loaded.model_id)
+    with open(out / ARTIFACT_WEIGHTS, "wb") as f:
+        pickle.dump({"x": _Evil()}, f)
+    with pytest.raises(pickle.UnpicklingError):
+        load_artifact(out)
+
+
+def test_engine_choice_is_measured_and_set():
+    before = torch.backends.quantized.engine
+    try:
+        choice = choose_engine("auto", hidden=64, intermediate=256, tokens=32, rounds=3)
+        assert choice.engine in available_engines()
+        assert torch.backends.quantized.engine == choice.engine
+        if choice.how == "measured":
+            assert set(choice.median_ms) >= {choice.engine} and all(v > 0 for v in choice.median_ms.values())
+            assert choice.median_ms[choice.engine] == min(choice.median_ms.values())
+        forced = choose_engine(available_engines()[0])
+        assert forced.how == "requested" and torch.backends.quantized.engine == available_engines()[0]
+        with pytest.raises(ValueError):
+            use_engine("nonexistent")
+    finally:
+        torch.backends.quantized.engine = before
+
+
+@pytest.mark.parametrize("engine", [e for e in ("x86", "fbgemm", "onednn") if e in torch.backends.quantized.supported_engines])
+def test_each_engine_keeps_answers(trained_model_dir, engine):
+    from quant import Comparator
+
+    before = torch.backends.quantized.engine
+    try:
+        comp = Comparator(str(trained_model_dir), quant=QuantConfig(engine=engine), log=None)
+        assert comp.engine == engine
+        for ex in tinymodels.held_out_examples(15, seed=3):
+            r = comp.predict(ex.context, ex.question)
+            assert (r["fp32-cpu"].start, r["fp32-cpu"].end) == (r["int8-cpu"].start, r["int8-cpu"].end)
+    finally:
+        torch.backends.quantized.engine = before
