@@ -220,7 +220,7 @@ class Comparator:
                     continue
                 logits = v.model(**enc.to(v.device))
                 span = best_span(logits.start_logits.float().cpu().numpy(), logits.end_logits.float().cpu().numpy(),
-                                 enc.offsets, enc.context_mask)
+                                 enc.offsets, enc.context_mask, word_ids=enc.word_ids)
                 out[n] = VariantResult(n, True, None, context[span.start:span.end], span.start, span.end, span.score)
         return out
 
@@ -264,7 +264,7 @@ class Comparator:
                 results.append(VariantResult(n, False, f"{type(err).__name__} during this request: {msg}"))
                 continue
             span = best_span(out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy(),
-                             enc.offsets, enc.context_mask)
+                             enc.offsets, enc.context_mask, word_ids=enc.word_ids)
             results.append(VariantResult(n, True, None, context[span.start:span.end], span.start, span.end,
                                          span.score, stats))
         base = next((r for r in results if r.variant == BASELINE and r.latency), None)

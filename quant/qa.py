@@ -39,6 +39,7 @@ class Encoded:
     inputs: dict[str, torch.Tensor]  # input_ids / attention_mask [/ token_type_ids]: (W, T)
     offsets: np.ndarray  # (W, T, 2) character offsets into the context; (0, 0) elsewhere
     context_mask: np.ndarray  # (W, T) True where the token belongs to the passage
+    word_ids: np.ndarray  # (W, T) index of the word each token belongs to; -1 for special/padding
     n_windows: int
     n_tokens: int  # T, tokens per window (padded)
 
@@ -85,9 +86,11 @@ def encode(tokenizer, question: str, context: str, max_length: int = 384, stride
     offsets = enc["offset_mapping"].numpy().astype(np.int64)
     context_mask = seq_ids == 1
     offsets = np.where(context_mask[..., None], offsets, 0)
+    word_ids = np.array([[(-1 if x is None else x) for x in enc.word_ids(i)] for i in range(n)])
+    word_ids = np.where(context_mask, word_ids, -1)
     keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     inputs = {k: enc[k] for k in keep}
-    return Encoded(inputs, offsets, context_mask, n_windows=n, n_tokens=enc["input_ids"].shape[1])
+    return Encoded(inputs, offsets, context_mask, word_ids, n_windows=n, n_tokens=enc["input_ids"].shape[1])
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -96,11 +99,14 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def best_span(start_logits, end_logits, offsets, context_mask, *, max_answer_tokens: int = 30,
+def best_span(start_logits, end_logits, offsets, context_mask, *, word_ids=None, max_answer_tokens: int = 30,
               allow_null: bool = True, cls_index: int = 0) -> Span:
     """Best answer span over all windows. Pure function of logits and offsets.
 
-    start_logits, end_logits: (W, T) arrays; offsets: (W, T, 2); context_mask: (W, T) bool.
+    start_logits, end_logits: (W, T) arrays; offsets: (W, T, 2); context_mask: (W, T) bool;
+    word_ids: optional (W, T) word index per token (-1 for none). With it, a span that
+    starts or ends inside a word ("##entific") is widened to whole words, so an
+    answer is never a fragment of a word.
     """
     start_logits = np.asarray(start_logits, dtype=np.float64).reshape(len(context_mask), -1)
     end_logits = np.asarray(end_logits, dtype=np.float64).reshape(len(context_mask), -1)
@@ -132,8 +138,15 @@ def best_span(start_logits, end_logits, offsets, context_mask, *, max_answer_tok
         scores[:, empty] = 0.0
         flat = int(np.argmax(scores))
         i, j = divmod(flat, T)
-        if scores[i, j] > best[0] and scores[i, j] > 0:
-            best = (float(scores[i, j]), w, int(offsets[w, i, 0]), int(offsets[w, j, 1]))
+        top = float(scores[i, j])
+        if top > best[0] and top > 0:
+            if word_ids is not None:  # widen to whole words (the score stays the model's own)
+                wid = np.asarray(word_ids)[w]
+                while i > 0 and wid[i] >= 0 and wid[i - 1] == wid[i] and context_mask[w, i - 1]:
+                    i -= 1
+                while j + 1 < T and wid[j] >= 0 and wid[j + 1] == wid[j] and context_mask[w, j + 1]:
+                    j += 1
+            best = (top, w, int(offsets[w, i, 0]), int(offsets[w, j, 1]))
     null = 0.0 if null == np.inf else float(null)
     score, w, s, e = best
     if w < 0 or (allow_null and null > score):

@@ -70,3 +70,20 @@ def trained(trained_model_dir):
     from quant import Comparator
 
     return Comparator(str(trained_model_dir), log=None)
+
+
+@pytest.fixture(scope="session")
+def app_url(trained_model_dir, tmp_path_factory):
+    """The app (all variants) launched in this process on a free port, as its tests need it."""
+    import app as app_module
+    from quant import Comparator
+
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio_tmp"))
+    demo = app_module.build_demo(Comparator(str(trained_model_dir), variants=app_module.ALL_VARIANTS, log=None))
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False,
+                run_history=False, enable_monitoring=False, max_file_size=app_module.EVAL_MAX_FILE, quiet=True,
+                theme=app_module.THEME, css=app_module.CSS)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()

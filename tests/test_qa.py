@@ -111,3 +111,19 @@ def test_bad_max_length():
     off, mask, s, e = window()
     with pytest.raises(ValueError):
         best_span(s[None], e[None], off[None], mask[None], max_answer_tokens=0)
+
+
+def test_span_is_widened_to_whole_words():
+    """A start on a '##' continuation piece must not cut a word in half."""
+    off, mask, s, e = window()
+    words = np.full(len(mask), -1)
+    # passage tokens 0..7 -> words 0,0,1,2,2,2,3,4 ("sci ##entific", "fields", "War ##s ##aw", ...)
+    for k, w in enumerate([0, 0, 1, 2, 2, 2, 3, 4]):
+        words[ctx_tok(k)] = w
+    s[ctx_tok(1)] = 9  # start on "##entific"
+    e[ctx_tok(3)] = 9  # end on "War" (more pieces follow)
+    raw = best_span(s[None], e[None], off[None], mask[None])
+    span = best_span(s[None], e[None], off[None], mask[None], word_ids=words[None])
+    assert (raw.start, raw.end) == (off[ctx_tok(1), 0], off[ctx_tok(3), 1])
+    assert (span.start, span.end) == (off[ctx_tok(0), 0], off[ctx_tok(5), 1])
+    assert span.score == raw.score

@@ -178,3 +178,22 @@ def make_trained_model(out_dir: str | Path, steps: int = 400, seed: int = 0, hid
 def held_out_examples(n: int = 40, seed: int = 12345, unanswerable: bool = False) -> list[QAExample]:
     rng = random.Random(seed)
     return [make_example(rng, unanswerable=unanswerable) for _ in range(n)]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write a model folder for demos and benchmarks (offline).")
+    ap.add_argument("kind", choices=["trained", "random", "bert-base"],
+                    help="trained: tiny model that answers the templated facts; random: tiny random; "
+                         "bert-base: random weights in the bert-base-cased shape (vocab 28996) for sizes/timings")
+    ap.add_argument("out")
+    a = ap.parse_args()
+    if a.kind == "trained":
+        make_trained_model(a.out)
+    elif a.kind == "random":
+        make_random_model(a.out)
+    else:
+        make_random_model(a.out, vocab_size=28996, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                          intermediate_size=3072, max_position_embeddings=512)
+    print(a.out)

@@ -1,0 +1,315 @@
+"""Accuracy: exact match / F1 per variant on a SQuAD v1.1 or v2.0 JSON file.
+
+Scoring follows the official SQuAD v2.0 evaluation script: answers are
+normalized (lower case, punctuation and the articles a/an/the removed, white
+space collapsed); EM and F1 take the max over gold answers; an unanswerable
+question (no gold answers / `is_impossible`) has the single gold answer "",
+so predicting "" scores 1 and anything else 0. Scores are reported in percent.
+
+Also measured: agreement (share of questions where INT8 returns exactly the
+FP32 span), mean |score difference| INT8 vs FP32, and questions per second.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import string
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+MAX_FILE_BYTES = 64 * 2**20
+
+
+class SquadFormatError(ValueError):
+    """The file is not SQuAD-format JSON; the message says what is wrong and where."""
+
+
+@dataclass(frozen=True)
+class Example:
+    qid: str
+    context: str
+    question: str
+    answers: tuple[str, ...]  # empty for an unanswerable question
+
+    @property
+    def impossible(self) -> bool:
+        return not self.answers
+
+
+# ---------------------------------------------------------------- official metric
+
+
+def normalize_answer(s: str) -> str:
+    """Lower text and remove punctuation, articles and extra white space (official script)."""
+
+    def remove_articles(text):
+        return re.sub(r"\b(a|an|the)\b", " ", text, flags=re.UNICODE)
+
+    def white_space_fix(text):
+        return " ".join(text.split())
+
+    def remove_punc(text):
+        exclude = set(string.punctuation)
+        return "".join(ch for ch in text if ch not in exclude)
+
+    return white_space_fix(remove_articles(remove_punc(s.lower())))
+
+
+def get_tokens(s: str) -> list[str]:
+    return normalize_answer(s).split() if s else []
+
+
+def compute_exact(a_gold: str, a_pred: str) -> int:
+    return int(normalize_answer(a_gold) == normalize_answer(a_pred))
+
+
+def compute_f1(a_gold: str, a_pred: str) -> float:
+    gold_toks, pred_toks = get_tokens(a_gold), get_tokens(a_pred)
+    common = collections.Counter(gold_toks) & collections.Counter(pred_toks)
+    num_same = sum(common.values())
+    if len(gold_toks) == 0 or len(pred_toks) == 0:
+        # if either is no-answer, F1 is 1 if they agree, 0 otherwise
+        return float(gold_toks == pred_toks)
+    if num_same == 0:
+        return 0.0
+    precision = num_same / len(pred_toks)
+    recall = num_same / len(gold_toks)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score(example: Example, prediction: str) -> tuple[int, float]:
+    golds = [a for a in example.answers if normalize_answer(a)] or [""]
+    return max(compute_exact(g, prediction) for g in golds), max(compute_f1(g, prediction) for g in golds)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _where(i: int, j: int | None = None, k: int | None = None) -> str:
+    w = f"data[{i}]"
+    if j is not None:
+        w += f".paragraphs[{j}]"
+    if k is not None:
+        w += f".qas[{k}]"
+    return w
+
+
+def parse_squad(obj: Any, limit: int | None = None, source: str = "the file") -> list[Example]:
+    """Validate SQuAD-format JSON and flatten it to examples (first `limit` questions)."""
+    if not isinstance(obj, dict) or "data" not in obj:
+        raise SquadFormatError(f"{source}: expected a JSON object with a 'data' list (SQuAD format)")
+    if not isinstance(obj["data"], list):
+        raise SquadFormatError(f"{source}: 'data' must be a list")
+    out: list[Example] = []
+    for i, article in enumerate(obj["data"]):
+        if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+            raise SquadFormatError(f"{source}: {_where(i)} needs a 'paragraphs' list")
+        for j, para in enumerate(article["paragraphs"]):
+            if not isinstance(para, dict):
+                raise SquadFormatError(f"{source}: {_where(i, j)} must be an object")
+            ctx = para.get("context")
+            if not isinstance(ctx, str) or not ctx.strip():
+                raise SquadFormatError(f"{source}: {_where(i, j)}.context is missing or not text")
+            if not isinstance(para.get("qas"), list):
+                raise SquadFormatError(f"{source}: {_where(i, j)} needs a 'qas' list")
+            for k, qa in enumerate(para["qas"]):
+                w = _where(i, j, k)
+                if not isinstance(qa, dict):
+                    raise SquadFormatError(f"{source}: {w} must be an object")
+                q = qa.get("question")
+                if not isinstance(q, str) or not q.strip():
+                    raise SquadFormatError(f"{source}: {w}.question is missing or not text")
+                answers = qa.get("answers", [])
+                if not isinstance(answers, list):
+                    raise SquadFormatError(f"{source}: {w}.answers must be a list")
+                texts = []
+                for n, a in enumerate(answers):
+                    if not isinstance(a, dict) or not isinstance(a.get("text"), str):
+                        raise SquadFormatError(f"{source}: {w}.answers[{n}] needs a 'text' string")
+                    texts.append(a["text"])
+                impossible = bool(qa.get("is_impossible", False))
+                if not texts and not impossible and "is_impossible" not in qa:
+                    raise SquadFormatError(f"{source}: {w} has no answers and is not marked is_impossible")
+                out.append(Example(str(qa.get("id", f"{i}-{j}-{k}")), ctx, q, () if impossible else tuple(texts)))
+                if limit is not None and len(out) >= limit:
+                    return out
+    if not out:
+        raise SquadFormatError(f"{source}: no questions found")
+    return out
+
+
+def load_squad(path: str | Path, limit: int | None = None) -> list[Example]:
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise SquadFormatError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if size > MAX_FILE_BYTES:
+        raise SquadFormatError(f"{path.name} is {size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SquadFormatError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise SquadFormatError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+    return parse_squad(obj, limit=limit, source=path.name)
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass
+class VariantScore:
+    variant: str
+    exact_match: float  # percent
+    f1: float  # percent
+    n: int
+    seconds: float
+    has_ans: dict[str, float] | None = None  # EM/F1 on answerable questions (v2 files)
+    no_ans: dict[str, float] | None = None  # EM/F1 on unanswerable questions
+
+    @property
+    def qps(self) -> float:
+        return self.n / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Disagreement:
+    qid: str
+    question: str
+    snippet: str
+    fp32: str
+    int8: str
+    gold: str
+
+
+@dataclass
+class EvalReport:
+    model: str
+    results: list[VariantScore]
+    agreement: float | None  # percent of questions where INT8 span == FP32 span
+    mean_abs_score_diff: float | None
+    disagreements: list[Disagreement] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # question ids that could not be run, with reason
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "results": [{"variant": r.variant, "exact_match": round(r.exact_match, 2), "f1": round(r.f1, 2),
+                         "n": r.n, "questions_per_s": round(r.qps, 2),
+                         **({"has_ans": r.has_ans} if r.has_ans else {}),
+                         **({"no_ans": r.no_ans} if r.no_ans else {})} for r in self.results],
+            "agreement": None if self.agreement is None else round(self.agreement, 2),
+            "mean_abs_score_diff": None if self.mean_abs_score_diff is None else round(self.mean_abs_score_diff, 5),
+            "disagreements": [d.__dict__ for d in self.disagreements],
+            "skipped": self.skipped,
+            "unavailable": self.unavailable,
+        }
+
+    def table(self) -> str:
+        lines = [f"model: {self.model}", "",
+                 f"{'variant':<10} {'EM %':>7} {'F1 %':>7} {'n':>6} {'q/s':>7}", "-" * 41]
+        for r in self.results:
+            lines.append(f"{r.variant:<10} {r.exact_match:7.2f} {r.f1:7.2f} {r.n:6d} {r.qps:7.2f}")
+        for v, why in self.unavailable.items():
+            lines.append(f"{v:<10} unavailable: {why}")
+        if self.agreement is not None:
+            lines += ["", f"INT8 gives exactly the FP32 span on {self.agreement:.2f}% of questions; "
+                          f"mean |score difference| {self.mean_abs_score_diff:.4f}"]
+        if self.disagreements:
+            lines += ["", "disagreements (first 10):"]
+            for d in self.disagreements[:10]:
+                lines.append(f"  {d.qid}: {d.question!r}: FP32 {d.fp32!r} vs INT8 {d.int8!r} (gold {d.gold!r})")
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} question(s): {'; '.join(self.skipped[:3])}")
+        return "\n".join(lines)
+
+
+def _snippet(context: str, start: int, end: int, width: int = 80) -> str:
+    a, b = max(0, start - width), min(len(context), end + width)
+    return ("…" if a else "") + context[a:b] + ("…" if b < len(context) else "")
+
+
+def evaluate(comparator, examples: list[Example], progress: Callable[[int, int], None] | None = None) -> EvalReport:
+    """Score every runnable variant of `comparator` on `examples`."""
+    from .inputs import InputError
+
+    avail = comparator.availability()
+    variants = [v for v, why in avail.items() if why is None]
+    unavailable = {v: why for v, why in avail.items() if why is not None}
+    em = {v: [] for v in variants}
+    f1 = {v: [] for v in variants}
+    kinds: list[bool] = []
+    secs = {v: 0.0 for v in variants}
+    agree = 0
+    compared = 0
+    diffs: list[float] = []
+    disagreements: list[Disagreement] = []
+    skipped: list[str] = []
+    for n, ex in enumerate(examples, 1):
+        try:
+            preds = {}
+            for v in variants:
+                t0 = time.perf_counter()
+                preds[v] = comparator.predict(ex.context, ex.question, variants=[v])[v]
+                secs[v] += time.perf_counter() - t0
+        except InputError as exc:
+            skipped.append(f"{ex.qid}: {exc}")
+            continue
+        kinds.append(ex.impossible)
+        for v, p in preds.items():
+            e, f = score(ex, p.answer)
+            em[v].append(e)
+            f1[v].append(f)
+        if "fp32-cpu" in preds and "int8-cpu" in preds:
+            a, b = preds["fp32-cpu"], preds["int8-cpu"]
+            compared += 1
+            diffs.append(abs(a.score - b.score))
+            if (a.start, a.end) == (b.start, b.end):
+                agree += 1
+            else:
+                disagreements.append(Disagreement(ex.qid, ex.question, _snippet(ex.context, min(a.start, b.start),
+                                                  max(a.end, b.end)), a.answer, b.answer,
+                                                  ex.answers[0] if ex.answers else ""))
+        if progress:
+            progress(n, len(examples))
+
+    def pct(xs):
+        return 100.0 * sum(xs) / len(xs) if xs else 0.0
+
+    results = []
+    for v in variants:
+        split = None, None
+        if any(kinds) and not all(kinds):
+            has = [i for i, k in enumerate(kinds) if not k]
+            no = [i for i, k in enumerate(kinds) if k]
+            split = ({"exact_match": round(pct([em[v][i] for i in has]), 2), "f1": round(pct([f1[v][i] for i in has]), 2), "n": len(has)},
+                     {"exact_match": round(pct([em[v][i] for i in no]), 2), "f1": round(pct([f1[v][i] for i in no]), 2), "n": len(no)})
+        results.append(VariantScore(v, pct(em[v]), pct(f1[v]), len(em[v]), secs[v], *split))
+    return EvalReport(comparator.model_id, results,
+                      100.0 * agree / compared if compared else None,
+                      sum(diffs) / len(diffs) if diffs else None, disagreements, skipped, unavailable)
+
+
+def run_eval(model_id: str, examples: list[Example], *, threads=None, quant=None, progress: bool = False) -> EvalReport:
+    """CLI entry: build the comparator, evaluate with a progress bar on stderr."""
+    import sys
+
+    from .compare import Comparator
+
+    comp = Comparator(model_id, threads=threads, quant=quant, log=lambda m: print(m, file=sys.stderr, flush=True))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(examples), desc="eval", unit="q", file=sys.stderr, leave=False)
+    try:
+        return evaluate(comp, examples, progress=(lambda n, total: bar.update(1)) if bar else None)
+    finally:
+        if bar:
+            bar.close()
