@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--no-peers", action="store_true", help="skip ONNX Runtime and torchao")
     b.add_argument("--startup", action="store_true", help="also time app start-up (load + quantize + sizes)")
     b.add_argument("--json", action="store_true")
+    b.add_argument("--save", type=Path, default=None, help="also write the JSON report to this file")
 
     e = sub.add_parser("eval", help="exact match / F1 per variant on a SQuAD v1.1 or v2.0 JSON file",
                        description="Exact match and F1 (official SQuAD normalization) for every variant.")
@@ -147,6 +148,8 @@ def cmd_bench(args) -> int:
     report = run_bench(args.model, seq_lens=seq_lens, runs=args.runs, warmup=args.warmup, threads=args.threads,
                        quant=_quant_config(args), variants=variants, peers=not args.no_peers,
                        startup=args.startup, progress=True)
+    if args.save:
+        args.save.write_text(json.dumps(report.to_dict(), indent=1) + "\n")
     if args.json:
         print(json.dumps(report.to_dict()))
     else:

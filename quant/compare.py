@@ -83,6 +83,8 @@ class Comparison:
     tokens: int  # tokens per window
     runs: int
     notes: list[str] = field(default_factory=list)
+    model_s: float = 0.0  # wall time of all model calls (warm-up included) in this request
+    total_s: float = 0.0  # wall time of compare(): validation, tokenization, model calls, decoding
 
     def result(self, variant: str) -> VariantResult | None:
         return next((r for r in self.results if r.variant == variant), None)
@@ -105,6 +107,7 @@ class Comparison:
             "tokens_per_window": self.tokens,
             "int8_agrees_with_fp32": self.int8_agrees,
             "notes": self.notes,
+            "timing_s": {"model": round(self.model_s, 4), "compare": round(self.total_s, 4)},
         }
 
 
@@ -227,6 +230,7 @@ class Comparator:
     def compare(self, context: str, question: str, runs: int = 10, warmup: int = 1,
                 variants=None, progress: Callable[[float, str], None] | None = None) -> Comparison:
         """Answer with every variant and time it. Raises `InputError` for bad input."""
+        t_start = time.perf_counter()
         context, question, runs = check_inputs(context, question, runs)
         names = [v for v in (variants or self.variant_names) if v in self._variants]
         enc = encode(self.tokenizer, question, context, max_length=self.max_length)
@@ -246,7 +250,9 @@ class Comparator:
             if progress:
                 progress(done / total, f"timing {len(fns)} variants: {done}/{total} model calls")
 
+        t_model = time.perf_counter()
         timed = measure_interleaved(fns, runs=runs, warmup=warmup, on_step=on_step) if fns else {}
+        model_s = time.perf_counter() - t_model
         results = []
         for n in names:
             v = self._variants[n]
@@ -272,4 +278,5 @@ class Comparator:
             if base and r.latency:
                 r.speedup = base.latency.median / r.latency.median
         return Comparison(self.model_id, context, question, results, dict(self.sizes_mib), self.threads,
-                          self.engine, enc.n_windows, enc.n_tokens, runs, notes)
+                          self.engine, enc.n_windows, enc.n_tokens, runs, notes, model_s,
+                          time.perf_counter() - t_start)
