@@ -47,7 +47,6 @@ CSS = """
 .qq-card {min-height: 100%;}
 .qq-agree {font-size: 1.05em;}
 .qq-hl .textfield .text {word-break: normal !important; overflow-wrap: break-word;}
-footer {display: none !important;}
 """
 
 
@@ -297,10 +296,18 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     demo = build_demo(comparator)
-    demo.launch(server_name=args.host, server_port=args.port, share=args.share, ssr_mode=args.ssr,
-                run_history=args.run_history, enable_monitoring=False, max_file_size=EVAL_MAX_FILE,
-                show_error=False, theme=THEME, css=CSS)
+    demo.launch(**launch_kwargs(host=args.host, port=args.port, share=args.share, ssr=args.ssr,
+                                run_history=args.run_history))
     return 0
+
+
+def launch_kwargs(host: str = "127.0.0.1", port: int | None = 7860, share: bool = False, ssr: bool = False,
+                  run_history: bool = False) -> dict:
+    """Safe defaults for `demo.launch`: loopback only, no share link, no SSR, no run history
+    (gradio 6.27-6.31 advisory), no monitoring endpoint, bounded uploads, no tracebacks to clients."""
+    return dict(server_name=host, server_port=port, share=share, ssr_mode=ssr, run_history=run_history,
+                enable_monitoring=False, max_file_size=EVAL_MAX_FILE, show_error=False, theme=THEME, css=CSS,
+                footer_links=["api"])
 
 
 if __name__ == "__main__":

@@ -88,9 +88,25 @@ def encode(tokenizer, question: str, context: str, max_length: int = 384, stride
     offsets = np.where(context_mask[..., None], offsets, 0)
     word_ids = np.array([[(-1 if x is None else x) for x in enc.word_ids(i)] for i in range(n)])
     word_ids = np.where(context_mask, word_ids, -1)
+    _check_coverage(tokenizer, context, offsets, context_mask)
     keep = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     inputs = {k: enc[k] for k in keep}
     return Encoded(inputs, offsets, context_mask, word_ids, n_windows=n, n_tokens=enc["input_ids"].shape[1])
+
+
+def _check_coverage(tokenizer, context: str, offsets: np.ndarray, context_mask: np.ndarray) -> None:
+    """Fail loudly if the windows miss the end of the passage (never truncate silently).
+
+    Seen with transformers 5.17, whose overflow handling returned only two windows.
+    """
+    covered = int(offsets[..., 1][context_mask].max()) if context_mask.any() else 0
+    tail = context[covered:]
+    if tail.strip() and tokenizer(tail, add_special_tokens=False)["input_ids"]:
+        import transformers
+
+        raise RuntimeError(
+            f"the tokenizer's windows cover only {covered} of {len(context)} characters of the passage "
+            f"(transformers {transformers.__version__}); upgrade transformers (>= 5.24 is tested)")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:

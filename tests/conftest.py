@@ -80,9 +80,7 @@ def app_url(trained_model_dir, tmp_path_factory):
 
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio_tmp"))
     demo = app_module.build_demo(Comparator(str(trained_model_dir), variants=app_module.ALL_VARIANTS, log=None))
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False,
-                run_history=False, enable_monitoring=False, max_file_size=app_module.EVAL_MAX_FILE, quiet=True,
-                theme=app_module.THEME, css=app_module.CSS)
+    demo.launch(prevent_thread_lock=True, quiet=True, **app_module.launch_kwargs(port=None))
     try:
         yield demo.local_url
     finally:

@@ -1,0 +1,175 @@
+"""Load test: N concurrent gradio_client calls to /compare; answered / refused / failed, latency, memory.
+
+    python bench/load.py --model DIR --clients 16 [--requests 1] [--runs 3]   # starts its own server
+    python bench/load.py --url http://127.0.0.1:7860/ --pid PID --clients 16  # an already running one
+
+Only loopback addresses: the script refuses any other URL. Each client sends
+`--requests` calls one after another; all clients start together. "refused"
+means the server's bounded queue was full and the client was told to retry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from quant.timing import percentile  # noqa: E402
+
+# Each client asks about its own year, so a mixed-up response would show as "wrong".
+PASSAGE = "It has a famous library. Grace Hopper was born in Boston in {year}. Many people visit it every summer."
+QUESTION = "When was Grace Hopper born?"
+
+
+def year_for(i: int) -> str:
+    return str(1801 + 7 * (i % 28))
+
+
+def rss_mib(pid: int) -> float | None:
+    try:
+        import psutil
+
+        p = psutil.Process(pid)
+        return (p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))) / 2**20
+    except Exception:
+        return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str, port: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--model", model, "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "Running on local URL" in line:
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # drain
+            return proc
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise SystemExit("the app did not start")
+
+
+def classify(exc: BaseException) -> str:
+    msg = str(exc).lower()
+    return "refused" if "queue is full" in msg or "too many" in msg else "failed"
+
+
+def run_load(url: str, clients: int, requests: int, runs: int, timeout: float) -> dict:
+    from gradio_client import Client
+
+    results: list[tuple[str, float, str]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(clients)
+
+    def worker(i: int) -> None:
+        try:
+            client = Client(url, verbose=False)
+        except Exception as exc:
+            with lock:
+                results.extend([("failed", 0.0, f"connect: {exc}")] * requests)
+            start.abort()
+            return
+        try:
+            start.wait(timeout=120)
+        except threading.BrokenBarrierError:
+            pass
+        for _ in range(requests):
+            t0 = time.perf_counter()
+            try:
+                job = client.submit(PASSAGE.format(year=year_for(i)), QUESTION, runs, False, api_name="/compare")
+                d = job.result(timeout=timeout)
+                mine = d["context"] == PASSAGE.format(year=year_for(i))
+                answer = d["results"][1]["answer"]
+                outcome = "answered" if mine else "wrong"
+                note = "own answer" if answer == year_for(i) else f"answer {answer!r} (model's own)"
+            except Exception as exc:  # queue full, timeout, server error
+                outcome, note = classify(exc), str(exc)[:120]
+            with lock:
+                results.append((outcome, time.perf_counter() - t0, note))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    answered = [r for r in results if r[0] == "answered"]
+    secs = sorted(r[1] for r in answered)
+    answers = dict(collections.Counter(r[2] for r in answered))
+    return {
+        "clients": clients, "requests_per_client": requests, "timed_runs": runs,
+        "answered": len(answered), "refused": sum(r[0] == "refused" for r in results),
+        "failed": sum(r[0] == "failed" for r in results),
+        "wrong": sum(r[0] == "wrong" for r in results),  # got another visitor's passage back
+        "p50_s": round(statistics.median(secs), 3) if secs else None,
+        "p95_s": round(percentile(secs, 95), 3) if secs else None,
+        "wall_s": round(wall, 2), "answers": answers,
+        "errors": sorted({r[2] for r in results if r[0] != "answered"})[:5],
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="start a server with this model (hub id or local folder)")
+    ap.add_argument("--url", help="use a running server (loopback only)")
+    ap.add_argument("--pid", type=int, help="the running server's pid, for memory figures")
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=1, help="calls per client, one after another")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per call")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    if not (a.model or a.url) or (a.model and a.url):
+        ap.error("give --model (start a server) or --url (use one)")
+    if not 1 <= a.clients <= 256 or not 1 <= a.requests <= 100:
+        ap.error("--clients must be 1-256 and --requests 1-100")
+    proc = None
+    if a.model:
+        port = free_port()
+        proc = start_server(a.model, port)
+        url, pid = f"http://127.0.0.1:{port}/", proc.pid
+    else:
+        host = urlparse(a.url).hostname or ""
+        if not (host == "localhost" or host.startswith("127.") or host == "::1"):
+            ap.error("the load test only targets this machine (127.0.0.0/8, localhost, ::1)")
+        url, pid = a.url, a.pid
+    try:
+        before = rss_mib(pid) if pid else None
+        report = run_load(url, a.clients, a.requests, a.runs, a.timeout)
+        report["server_rss_mib"] = {"before": None if before is None else round(before, 1),
+                                    "after": None if pid is None or rss_mib(pid) is None else round(rss_mib(pid), 1)}
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(timeout=30)
+    if a.json:
+        print(json.dumps(report))
+    else:
+        for k, v in report.items():
+            print(f"{k:>20}: {v}")
+    return 0 if report["failed"] == 0 and report["wrong"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

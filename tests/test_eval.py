@@ -1,0 +1,135 @@
+"""SQuAD evaluation: official normalization and scores, v2.0 unanswerables, malformed files, CLI and app."""
+
+import json
+
+import pytest
+
+import tinymodels
+from quant.evaluate import (SquadFormatError, compute_exact, compute_f1, evaluate, load_squad, normalize_answer,
+                            parse_squad, score, Example)
+from test_cli import run_cli
+
+
+# Hand-checked against the official SQuAD v2.0 evaluate script's functions.
+@pytest.mark.parametrize("gold,pred,em,f1", [
+    ("The Eiffel Tower", "eiffel tower", 1, 1.0),
+    ("Denver Broncos", "The Denver Broncos!", 1, 1.0),
+    ("Denver Broncos", "Broncos", 0, 2 / 3),  # P=1, R=1/2
+    ("1,000 people", "1000 people", 1, 1.0),  # punctuation is removed inside tokens too
+    ("a cat and a dog", "the dog and cat", 0, 1.0),  # bag of tokens
+    ("Paris", "London", 0, 0.0),
+    ("", "", 1, 1.0),  # unanswerable, predicted no answer
+    ("", "Paris", 0, 0.0),  # unanswerable, predicted an answer
+    ("Paris", "", 0, 0.0),
+])
+def test_official_metric(gold, pred, em, f1):
+    assert compute_exact(gold, pred) == em
+    assert compute_f1(gold, pred) == pytest.approx(f1)
+
+
+def test_normalization():
+    assert normalize_answer("  The  Quick,  Brown fox. ") == "quick brown fox"
+    assert normalize_answer("An apple a day") == "apple day"
+
+
+def test_max_over_gold_and_v2_empty_gold():
+    ex = Example("q", "ctx", "?", ("Broncos", "Denver Broncos"))
+    assert score(ex, "Denver Broncos") == (1, 1.0)
+    assert score(Example("q", "ctx", "?", ()), "") == (1, 1.0)
+    assert score(Example("q", "ctx", "?", ()), "x") == (0, 0.0)
+    assert score(Example("q", "ctx", "?", ("",)), "") == (1, 1.0)  # gold answers that normalize to ""
+
+
+def squad_file(path, n=30, n_unanswerable=10, version="v2.0"):
+    """A SQuAD-format file written from the tiny model's facts."""
+    paras = []
+    examples = tinymodels.held_out_examples(n, seed=808)
+    if n_unanswerable:
+        examples += tinymodels.held_out_examples(n_unanswerable, seed=909, unanswerable=True)
+    for i, ex in enumerate(examples):
+        qa = {"id": f"q{i}", "question": ex.question,
+              "answers": [] if not ex.answer else [{"text": ex.answer, "answer_start": ex.answer_start}]}
+        if version == "v2.0":
+            qa["is_impossible"] = not ex.answer
+        paras.append({"context": ex.context, "qas": [qa]})
+    path.write_text(json.dumps({"version": version, "data": [{"title": "facts", "paragraphs": paras}]}))
+    return path
+
+
+def test_eval_on_trained_model(trained, tmp_path):
+    examples = load_squad(squad_file(tmp_path / "dev.json"))
+    rep = evaluate(trained, examples)
+    d = rep.to_dict()
+    by = {r["variant"]: r for r in d["results"]}
+    assert set(by) == {"fp32-cpu", "int8-cpu"}
+    for v in by.values():
+        assert v["n"] == 40 and v["exact_match"] >= 90 and v["f1"] >= 90
+        assert v["no_ans"]["n"] == 10 and v["has_ans"]["n"] == 30
+    assert d["agreement"] == 100.0 and d["mean_abs_score_diff"] < 0.02
+    assert "fp32-cuda" in d["unavailable"] or "fp32-cuda" in by
+
+
+def test_eval_cli_json(trained_model_dir, tmp_path):
+    f = squad_file(tmp_path / "dev.json", n=12, n_unanswerable=4)
+    p = run_cli("eval", "--model", trained_model_dir, "--data", f, "--limit", 10, "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert {r["variant"] for r in d["results"]} >= {"fp32-cpu", "int8-cpu"}
+    for r in d["results"]:
+        assert set(r) >= {"variant", "exact_match", "f1", "n"} and r["n"] == 10
+        assert 0 <= r["exact_match"] <= 100 and 0 <= r["f1"] <= 100
+    assert "agreement" in d
+
+
+def test_v1_file_without_is_impossible(tmp_path):
+    examples = load_squad(squad_file(tmp_path / "v1.json", n=5, n_unanswerable=0, version="1.1"))
+    assert len(examples) == 5 and not any(e.impossible for e in examples)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("not json at all", "not valid JSON"),
+    ("[1, 2]", "expected a JSON object with a 'data' list"),
+    ('{"data": {}}', "'data' must be a list"),
+    ('{"data": [{"title": "x"}]}', "data[0] needs a 'paragraphs' list"),
+    ('{"data": [{"paragraphs": [{"qas": []}]}]}', "data[0].paragraphs[0].context is missing"),
+    ('{"data": [{"paragraphs": [{"context": "c"}]}]}', "data[0].paragraphs[0] needs a 'qas' list"),
+    ('{"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "1"}]}]}]}', "data[0].paragraphs[0].qas[0].question"),
+    ('{"data": [{"paragraphs": [{"context": "c", "qas": [{"question": "q", "answers": [{"answer_start": 0}]}]}]}]}',
+     "qas[0].answers[0] needs a 'text' string"),
+    ('{"data": []}', "no questions found"),
+])
+def test_malformed_files(tmp_path, content, message):
+    f = tmp_path / "bad.json"
+    f.write_text(content)
+    with pytest.raises(SquadFormatError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_squad(f)
+
+
+def test_malformed_file_cli_exit_2(tmp_path, trained_model_dir):
+    f = tmp_path / "bad.json"
+    f.write_text('{"data": [{"title": "x"}]}')
+    p = run_cli("eval", "--model", trained_model_dir, "--data", f)
+    assert p.returncode == 2 and "paragraphs" in p.stderr and "Traceback" not in p.stderr
+    p = run_cli("eval", "--model", trained_model_dir, "--data", tmp_path / "missing.json")
+    assert p.returncode == 2 and "cannot read" in p.stderr
+
+
+def test_limit(tmp_path):
+    examples = parse_squad(json.loads(squad_file(tmp_path / "d.json").read_text()), limit=7)
+    assert len(examples) == 7
+
+
+def test_evaluate_tab_through_api(app_url, tmp_path):
+    from gradio_client import Client, handle_file
+
+    f = squad_file(tmp_path / "dev.json", n=6, n_unanswerable=2)
+    c = Client(app_url, verbose=False)
+    table, summary, dis, d = c.predict(handle_file(str(f)), 8, api_name="/evaluate")
+    assert {r["variant"] for r in d["results"]} >= {"fp32-cpu", "int8-cpu"}
+    assert "Agreement" in summary
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(AppError, match="not valid JSON"):
+        c.predict(handle_file(str(bad)), 5, api_name="/evaluate")

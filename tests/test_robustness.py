@@ -1,0 +1,192 @@
+"""Bad input, odd text, load and safe defaults: the server answers clearly and keeps running."""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import tinymodels
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def api_error(client, *args) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises((AppError, ValueError, TypeError)) as info:
+        client.predict(*args, api_name="/compare")
+    return str(info.value)
+
+
+@pytest.mark.parametrize("args,message", [
+    (("", "Where?", 3, False), "passage is empty"),
+    (("   \n\t ", "Where?", 3, False), "passage is empty"),
+    (("Ada was born in Paris.", "  ", 3, False), "question is empty"),
+    (("x" * 10_001, "Where?", 3, False), "limit is 10,000"),
+    (("Ada was born in Paris.", "q" * 301, 3, False), "limit is 300"),
+    (("Ada was born in Paris.", "Where?", 0, False), "1"),
+    (("Ada was born in Paris.", "Where?", 51, False), "50"),
+    (("Ada was born in Paris.", "Where?", "ten", False), "whole number"),
+    (("Ada was born in Paris.", "Where?", 2.5, False), "whole number"),
+    (({"text": "Ada"}, "Where?", 3, False), "must be text"),
+    ((["Ada"], "Where?", 3, False), "must be text"),
+    (("Ada was born in Paris.", 42, 3, False), "must be text"),
+    (("Ada was born in Paris.",), "question"),  # missing arguments
+])
+def test_bad_api_input_gets_a_clear_message(client, args, message):
+    assert message in api_error(client, *args)
+
+
+def test_server_still_answers_after_bad_input(client):
+    api_error(client, "", "", 3, False)
+    ex = tinymodels.held_out_examples(1, seed=61)[0]
+    assert client.predict(ex.context, ex.question, 1, False, api_name="/compare")["results"][0]["answer"] == ex.answer
+
+
+ODD = [
+    "Ada\x00 Lovelace was born in London in 1815.\x07\x1b[31m",
+    "Ada Lovelace 👩‍💻🚀 was born in London 🇬🇧 in 1815.",
+    "艾达·洛夫莱斯 Ada Lovelace was born in London in 1815. 她是数学家。",
+    "אדה לאבלייס Ada Lovelace was born in London in 1815. ولدت في لندن",
+    "Ada Lovelace was born in Lo\u0301ndo\u0308n in 1815. Zalgo: Z\u0351\u0352\u0353a\u0354\u0355l\u0356g\u0357o",
+    "Ada Lovelace was born in London in 1815. " + "Pneumonoultramicroscopic" * 200,
+    "Ada Lovelace was born in London in 1815.\u200f\u202e reversed \u202c\ufeff",
+    "\ud83d lone surrogate: Ada Lovelace was born in London in 1815.",
+]
+
+
+def raw_call(app_url: str, data: list) -> dict:
+    """POST to Gradio's HTTP API with hand-made JSON (gradio_client cannot send lone surrogates)."""
+    import json
+
+    body = json.dumps({"data": data}, ensure_ascii=True).encode()  # "\\ud83d" escapes survive
+    req = urllib.request.Request(app_url + "gradio_api/call/compare", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        event_id = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(app_url + f"gradio_api/call/compare/{event_id}", timeout=120) as r:
+        text = r.read().decode()
+    event = [ln for ln in text.splitlines() if ln.startswith("event:")][-1].split(":", 1)[1].strip()
+    payload = [ln for ln in text.splitlines() if ln.startswith("data:")][-1].split(":", 1)[1].strip()
+    return {"event": event, "data": json.loads(payload)}
+
+
+@pytest.mark.parametrize("passage", ODD, ids=["control-nul", "emoji", "cjk", "rtl", "combining", "long-word",
+                                              "bidi-controls", "lone-surrogate"])
+def test_odd_text_offsets_are_exact(client, app_url, passage):
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in passage):
+        out = raw_call(app_url, [passage, "When was Ada Lovelace born?", 1, False])
+        assert out["event"] == "complete", out
+        d = out["data"][0]
+    else:
+        d = client.predict(passage, "When was Ada Lovelace born?", 1, False, api_name="/compare")
+    ctx = d["context"]
+    assert len(ctx) == len(passage)  # cleaning never shifts offsets
+    for r in d["results"]:
+        if r["available"]:
+            assert ctx[r["start"]:r["end"]] == r["answer"]
+            assert 0 <= r["start"] <= r["end"] <= len(ctx)
+
+
+def test_concurrent_visitors_get_their_own_results(app_url):
+    from load import run_load
+
+    rep = run_load(app_url, clients=6, requests=2, runs=1, timeout=120)
+    assert rep["failed"] == 0 and rep["wrong"] == 0 and rep["answered"] + rep["refused"] == 12
+    assert rep["answered"] >= 6
+
+
+# ------------------------------------------------------------------ a real server process
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained_model_dir):
+    port = _free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "app.py", "--model", str(trained_model_dir), "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if "Running on local URL" in line:
+            break
+        if proc.poll() is not None:
+            pytest.fail("app did not start")
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{port}/", proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode("utf-8", "replace")
+
+
+def test_safe_defaults(server):
+    url, _ = server
+    status, config = _get(url + "config")
+    assert status == 200
+    import json
+
+    cfg = json.loads(config)
+    assert cfg.get("run_history") is False
+    assert cfg.get("is_ssr") in (None, False)
+    for probe in ("gradio_api/file=/etc/passwd", "file=/etc/passwd", "gradio_api/file=../../../../etc/passwd",
+                  "gradio_api/file=" + str(ROOT / "app.py")):
+        status, body = _get(url + probe)
+        assert status != 200 and "root:" not in body and "def build_demo" not in body, probe
+    status, _ = _get(url + "monitoring")
+    assert status != 200
+
+
+def test_full_queue_refuses_politely(server):
+    from load import run_load
+
+    url, _ = server
+    rep = run_load(url, clients=24, requests=1, runs=5, timeout=180)
+    assert rep["failed"] == 0 and rep["wrong"] == 0
+    assert rep["refused"] > 0 and "Queue is full" in " ".join(rep["errors"])
+    assert rep["answered"] >= 16
+
+
+def test_memory_does_not_grow_with_requests(server):
+    import psutil
+    from gradio_client import Client
+
+    url, proc = server
+    c = Client(url, verbose=False)
+    ex = tinymodels.held_out_examples(1, seed=71)[0]
+    for _ in range(10):  # warm-up: allocator pools, caches
+        c.predict(ex.context, ex.question, 2, False, api_name="/compare")
+    before = psutil.Process(proc.pid).memory_info().rss
+    for i in range(60):
+        c.predict(ex.context + " " * (i % 7), ex.question, 2, False, api_name="/compare")
+    after = psutil.Process(proc.pid).memory_info().rss
+    assert (after - before) / 2**20 < 40, f"RSS grew by {(after - before) / 2**20:.1f} MiB over 60 requests"
