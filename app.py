@@ -140,7 +140,8 @@ def sizes_markdown(sizes: dict, layers: dict) -> str:
 def env_markdown(info: dict) -> str:
     rows = [("model", info["model"]), ("torch", info["torch"]), ("transformers", info["transformers"]),
             ("threads", info["threads"]), ("quantized engine", info["engine_choice"]),
-            ("INT8 config", info["quant_config"]), ("CPU", info["cpu"]),
+            ("INT8 config", info["quant_config"]), ("TorchScript (INT8)", info["torchscript"]),
+            ("CPU", info["cpu"]),
             ("CPU features", ", ".join(info["cpu_features"]) or "—"),
             ("GPU", info["gpu"] or "none (CUDA not available)"), ("start-up", f"{info['startup_s']} s")]
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {_md_text(str(v))} |" for k, v in rows)
@@ -285,13 +286,16 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     ap.add_argument("--engine", default="auto", help="quantized engine (default: fastest measured here)")
     ap.add_argument("--embeddings", action="store_true", help="also quantize embeddings (8-bit weight-only)")
+    ap.add_argument("--no-torchscript", dest="torchscript", action="store_false",
+                    help="run INT8 eagerly instead of traced + frozen")
     ap.add_argument("--ssr", action="store_true", help="enable server-side rendering (off by default, see README)")
     ap.add_argument("--run-history", action="store_true", help="enable Gradio's run history page (off by default)")
     ap.add_argument("--share", action="store_true", help="create a public share link (off by default)")
     args = ap.parse_args(argv)
     try:
         comparator = Comparator(args.model, threads=args.threads, variants=ALL_VARIANTS,
-                                quant=QuantConfig(embeddings=args.embeddings, engine=args.engine))
+                                quant=QuantConfig(embeddings=args.embeddings, engine=args.engine,
+                                                  torchscript=args.torchscript))
     except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

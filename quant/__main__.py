@@ -26,6 +26,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="quantized engine for INT8 (default: auto = fastest measured on this machine)")
     p.add_argument("--embeddings", action="store_true",
                    help="also quantize nn.Embedding (8-bit weight-only): ~25%% of FP32 size instead of ~41%%")
+    p.add_argument("--no-torchscript", dest="torchscript", action="store_false",
+                   help="run the INT8 model eagerly instead of traced + frozen with TorchScript")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _quant_config(args) -> QuantConfig:
-    return QuantConfig(embeddings=args.embeddings, engine=args.engine)
+    return QuantConfig(embeddings=args.embeddings, engine=args.engine, torchscript=args.torchscript)
 
 
 def _fail(msg: str) -> int:

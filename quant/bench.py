@@ -7,8 +7,11 @@ rounds; each round runs every variant once and the order rotates every round
 all variants alike. Reported: median and p90 in ms, speed-up of the median vs
 `fp32-cpu`, and a header saying what machine this was.
 
-Variants: fp32-cpu, int8-cpu, int8-emb-cpu (embeddings quantized too),
-bf16-cpu (where the CPU has native bf16), fp32-cuda, fp16-cuda (with a GPU).
+Variants: fp32-cpu (as loaded), fp32-jit-cpu (FP32 traced + frozen: shows how
+much of INT8's lead is TorchScript rather than quantization), int8-eager-cpu,
+int8-cpu (what the app runs: traced + frozen unless --no-torchscript),
+int8-emb-cpu (embeddings quantized too), bf16-cpu (where the CPU has native
+bf16), fp32-cuda, fp16-cuda (with a GPU).
 Peers (requirements-peers.txt; skipped with a note when absent):
   ort-fp32, ort-int8   ONNX Runtime, exported with torch.onnx.export; INT8 by
                        onnxruntime.quantization.quantize_dynamic (QInt8 weights)
@@ -32,10 +35,10 @@ import torch
 
 from . import env
 from .compare import Comparator
-from .quantize import QuantConfig, quantize
+from .quantize import QuantConfig, quantize, trace
 from .timing import measure_interleaved
 
-CPU_VARIANTS = ("fp32-cpu", "int8-cpu", "int8-emb-cpu", "bf16-cpu")
+CPU_VARIANTS = ("fp32-cpu", "fp32-jit-cpu", "int8-eager-cpu", "int8-cpu", "int8-emb-cpu", "bf16-cpu")
 GPU_VARIANTS = ("fp32-cuda", "fp16-cuda")
 PEERS = ("ort-fp32", "ort-int8", "torchao-int8")
 
@@ -216,14 +219,28 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
         else:
             notes.append(f"{name} skipped: {why}")
     sizes = dict(comp.sizes_mib)
+    probes = comp._probes()
+
+    def maybe_trace(m, name):
+        if not quant.torchscript:
+            return m
+        try:
+            return trace(m, probes)
+        except Exception as exc:
+            notes.append(f"{name}: TorchScript failed, eager ({type(exc).__name__})")
+            return m
+
     if not quant.embeddings:
         emb = quantize(fp32, QuantConfig(embeddings=True, engine=comp.engine))
         from .size import state_dict_mib
 
         sizes["int8_emb"] = state_dict_mib(emb)
-        models["int8-emb-cpu"] = (emb, "cpu")
+        models["int8-emb-cpu"] = (maybe_trace(emb, "int8-emb-cpu"), "cpu")
     else:
         models["int8-emb-cpu"] = models.pop("int8-cpu")
+    if quant.torchscript:
+        models["int8-eager-cpu"] = (comp.int8_eager, "cpu")
+        models["fp32-jit-cpu"] = (maybe_trace(fp32, "fp32-jit-cpu"), "cpu")
     tmp = tempfile.TemporaryDirectory(prefix="quantqa-bench-")
     ort_sessions = {}
     if peers:

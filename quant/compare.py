@@ -28,7 +28,7 @@ from . import env
 from .inputs import MAX_WINDOW_RUNS, check_inputs
 from .models import DEFAULT_MODEL, load_model, set_threads
 from .qa import best_span, encode
-from .quantize import EngineChoice, QuantConfig, choose_engine, count_quantized, quantize
+from .quantize import EngineChoice, QuantConfig, choose_engine, count_quantized, quantize, trace
 from .size import state_dict_mib
 from .timing import LatencyStats, measure_interleaved
 
@@ -148,6 +148,16 @@ class Comparator:
         log(f"[quantqa] quantizing to INT8 ({self.quant}) ...")
         int8 = quantize(fp32, self.quant)
         self.layer_counts = count_quantized(int8)
+        self.int8_eager = int8
+        self.torchscript_note = "off"
+        int8_runnable = int8
+        if self.quant.torchscript:
+            try:
+                int8_runnable = trace(int8, self._probes())
+                self.torchscript_note = "on (traced + frozen; outputs checked equal to eager)"
+            except Exception as exc:  # an untraceable architecture: run eager, say why
+                self.torchscript_note = f"off: tracing failed ({type(exc).__name__}: {str(exc)[:120]})"
+                log(f"[quantqa] TorchScript {self.torchscript_note}; running INT8 eagerly")
         log("[quantqa] measuring sizes ...")
         self.sizes_mib = {"fp32": state_dict_mib(fp32)}
         if self.quant.embeddings:
@@ -162,7 +172,7 @@ class Comparator:
             if name == "fp32-cpu":
                 self._variants[name] = _Variant(name, fp32, "cpu")
             elif name == "int8-cpu":
-                self._variants[name] = _Variant(name, int8, "cpu")
+                self._variants[name] = _Variant(name, int8_runnable, "cpu")
             elif name == "bf16-cpu":
                 if env.has_native_bf16():
                     self._variants[name] = _Variant(name, copy.deepcopy(fp32).to(torch.bfloat16).eval(), "cpu")
@@ -184,6 +194,12 @@ class Comparator:
         log(f"[quantqa] ready in {self.startup_s:.1f} s — FP32 {self.sizes_mib['fp32']:.2f} MiB, "
             f"INT8 {self.sizes_mib.get('int8_emb', self.sizes_mib['int8']):.2f} MiB, {self.threads} threads")
 
+    def _probes(self) -> list[dict[str, torch.Tensor]]:
+        """Inputs of different lengths and batch sizes, to check a trace did not specialise."""
+        a = encode(self.tokenizer, "Where was it?", "It was in Paris in 1900. " * 3, max_length=self.max_length)
+        b = encode(self.tokenizer, "Who wrote the long text?", "Somebody wrote this. " * 60, max_length=64)
+        return [a.inputs, b.inputs]
+
     # ------------------------------------------------------------------ info
 
     @property
@@ -201,6 +217,7 @@ class Comparator:
         info = env.machine_info()
         info.update(model=self.model_id, quantized_engine=self.engine,
                     engine_choice=self.engine_choice.describe(), quant_config=str(self.quant),
+                    torchscript=self.torchscript_note,
                     layers=self.layer_counts, startup_s=round(self.startup_s, 2),
                     max_length=self.max_length)
         return info

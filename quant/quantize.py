@@ -41,6 +41,7 @@ class QuantConfig:
 
     embeddings: bool = False  # also quantize nn.Embedding (8-bit weight-only); -38% size, same speed
     engine: str = "auto"  # quantized engine: "auto" = fastest measured here, or one of ENGINES
+    torchscript: bool = True  # run the INT8 model traced + frozen (same outputs, less Python/dispatch overhead)
 
     def __post_init__(self):
         if self.engine != "auto" and self.engine not in ENGINES:
@@ -48,7 +49,8 @@ class QuantConfig:
 
     def __str__(self) -> str:
         emb = "Linear + Embedding" if self.embeddings else "Linear only"
-        return f"dynamic INT8 ({emb}, engine={self.engine})"
+        ts = ", TorchScript" if self.torchscript else ""
+        return f"dynamic INT8 ({emb}, engine={self.engine}{ts})"
 
 
 def _backend_quantize(model: nn.Module, embeddings: bool) -> nn.Module:
@@ -95,6 +97,67 @@ def count_quantized(model: nn.Module) -> dict[str, int]:
         elif type(mod).__name__ == "Embedding" and quantized:
             counts["embedding_int8"] += 1
     return counts
+
+
+# --------------------------------------------------------------------------- TorchScript
+
+
+class _QAOutput:
+    """The two fields of a QA model output that decoding reads."""
+
+    __slots__ = ("start_logits", "end_logits")
+
+    def __init__(self, start_logits, end_logits):
+        self.start_logits, self.end_logits = start_logits, end_logits
+
+
+class TracedQA(nn.Module):
+    """A traced + frozen QA model called like the original: `m(**inputs).start_logits`."""
+
+    def __init__(self, traced, input_names: tuple[str, ...]):
+        super().__init__()
+        self.traced = traced
+        self.input_names = input_names
+
+    def forward(self, **inputs):
+        start, end = self.traced(*(inputs[k] for k in self.input_names))
+        return _QAOutput(start, end)
+
+
+class _Positional(nn.Module):
+    def __init__(self, model, input_names):
+        super().__init__()
+        self.model, self.input_names = model, input_names
+
+    def forward(self, *args):
+        out = self.model(**dict(zip(self.input_names, args)), return_dict=True)
+        return out.start_logits, out.end_logits
+
+
+def trace(model: nn.Module, probes: list[dict[str, torch.Tensor]]) -> TracedQA:
+    """TorchScript-trace and freeze `model` (not changed) on `probes[0]`; check every probe.
+
+    Tracing removes Python and dispatch overhead between the many small ops
+    around the int8 GEMMs (15-25% of bert-base INT8 latency on a 2-core CPU).
+    Each probe (use different lengths and batch sizes) must give exactly the
+    eager model's logits, or this raises: a trace that specialised on a shape
+    is refused, never used.
+    """
+    names = tuple(probes[0])
+    wrapped = _Positional(model, names).eval()
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # TracerWarnings, TorchScript deprecation notices
+        traced = torch.jit.trace(wrapped, tuple(probes[0][k] for k in names), strict=False, check_trace=False)
+        traced = torch.jit.freeze(traced.eval())
+    result = TracedQA(traced, names).eval()
+    with torch.inference_mode():
+        for p in probes:
+            want = model(**p)
+            got = result(**p)
+            for a, b in ((want.start_logits, got.start_logits), (want.end_logits, got.end_logits)):
+                if a.shape != b.shape or not torch.allclose(a, b, atol=1e-4, rtol=1e-4):
+                    raise RuntimeError(f"traced model differs from eager on input shape {tuple(a.shape)}")
+    return result
 
 
 # --------------------------------------------------------------------------- engines

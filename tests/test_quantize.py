@@ -164,3 +164,27 @@ def test_each_engine_keeps_answers(trained_model_dir, engine):
             assert (r["fp32-cpu"].start, r["fp32-cpu"].end) == (r["int8-cpu"].start, r["int8-cpu"].end)
     finally:
         torch.backends.quantized.engine = before
+
+
+def test_torchscript_trace_is_exact_and_checked(trained):
+    from quant.quantize import TracedQA, trace
+
+    traced = trained.model("int8-cpu")
+    assert isinstance(traced, TracedQA)  # the app runs the traced INT8 model by default
+    eager = trained.int8_eager
+    for ex in tinymodels.held_out_examples(5, seed=17):
+        enc = encode(trained.tokenizer, ex.question, ex.context)
+        assert torch.equal(_logits(eager, enc), _logits(traced, enc))
+
+    class ShapeBaked(torch.nn.Module):
+        """Builds its output from a Python int: a trace would freeze the first length."""
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None, return_dict=True):
+            n = int(input_ids.shape[1])
+            logits = torch.arange(n, dtype=torch.float32).expand(input_ids.shape[0], n)
+            return type("Out", (), {"start_logits": logits, "end_logits": logits})()
+
+    a = {"input_ids": torch.ones(1, 8, dtype=torch.long)}
+    b = {"input_ids": torch.ones(2, 13, dtype=torch.long)}
+    with pytest.raises(RuntimeError, match="differs from eager"):
+        trace(ShapeBaked(), [a, b])
