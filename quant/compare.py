@@ -195,10 +195,12 @@ class Comparator:
             f"INT8 {self.sizes_mib.get('int8_emb', self.sizes_mib['int8']):.2f} MiB, {self.threads} threads")
 
     def _probes(self) -> list[dict[str, torch.Tensor]]:
-        """Inputs of different lengths and batch sizes, to check a trace did not specialise."""
-        a = encode(self.tokenizer, "Where was it?", "It was in Paris in 1900. " * 3, max_length=self.max_length)
-        b = encode(self.tokenizer, "Who wrote the long text?", "Somebody wrote this. " * 60, max_length=64)
-        return [a.inputs, b.inputs]
+        """Inputs of different lengths and batch sizes (with padding), to check a trace did not specialise."""
+        keep = ("input_ids", "attention_mask", "token_type_ids")
+        a = self.tokenizer("Where was it?", "It was in Paris in 1900. " * 3, return_tensors="pt")
+        b = self.tokenizer(["Who wrote the long text?", "When?"], ["Somebody wrote this. " * 8, "In 1900."],
+                           padding=True, truncation="only_second", max_length=64, return_tensors="pt")
+        return [{k: v for k, v in enc.items() if k in keep} for enc in (a, b)]
 
     # ------------------------------------------------------------------ info
 
