@@ -50,29 +50,34 @@ CSS = """
 """
 
 
-class StrictTextbox(gr.Textbox):
-    """A Textbox whose API input must really be text (the stock one str()s dicts and lists)."""
+def strict_text(box: gr.Textbox) -> gr.Textbox:
+    """Make an API value that is not text an error (the stock Textbox str()s dicts and lists).
 
-    def get_block_name(self) -> str:  # render with the stock Svelte component
-        return "textbox"
+    Done per instance: subclassing a component makes Gradio write a .pyi file next to app.py.
+    """
+    stock = box.preprocess
 
-    def preprocess(self, payload):
+    def preprocess(payload):
         if payload is not None and not isinstance(payload, str):
-            raise gr.Error(f"{self.label or 'This field'} must be text, not {type(payload).__name__}.")
-        return super().preprocess(payload)
+            raise gr.Error(f"{box.label or 'This field'} must be text, not {type(payload).__name__}.")
+        return stock(payload)
+
+    box.preprocess = preprocess
+    return box
 
 
-class StrictSlider(gr.Slider):
-    """A Slider that answers a non-number from the API with a clear message."""
+def strict_number(slider: gr.Slider) -> gr.Slider:
+    """Answer a non-number from the API with a clear message (the stock Slider fails obscurely)."""
+    stock = slider.preprocess
 
-    def get_block_name(self) -> str:
-        return "slider"
-
-    def preprocess(self, payload):
+    def preprocess(payload):
         if isinstance(payload, bool) or not isinstance(payload, (int, float)):
-            raise gr.Error(f"{self.label} must be a whole number from {self.minimum:g} to {self.maximum:g}, "
-                           f"not {payload!r}.")
-        return super().preprocess(payload)
+            raise gr.Error(f"{slider.label} must be a whole number from {slider.minimum:g} to "
+                           f"{slider.maximum:g}, not {payload!r}.")
+        return stock(payload)
+
+    slider.preprocess = preprocess
+    return slider
 
 
 def load_examples() -> list[list]:
@@ -165,6 +170,9 @@ def build_demo(comparator: Comparator) -> gr.Blocks:
                                         progress=lambda f, desc: progress(f, desc=desc))
         except InputError as exc:
             raise gr.Error(str(exc), title="Please check the input") from None
+        except Exception as exc:  # never a bare "error" page: say what failed, keep serving
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise gr.Error(f"The comparison failed: {type(exc).__name__}: {first}") from None
         d = result.to_dict()
         d["context"] = result.context  # the passage as answered: offsets index into it
         d["question"] = result.question
@@ -220,11 +228,13 @@ def build_demo(comparator: Comparator) -> gr.Blocks:
         with gr.Tab("Compare"):
             with gr.Row():
                 with gr.Column(scale=3):
-                    passage = StrictTextbox(label=f"Passage (up to {MAX_CONTEXT_CHARS:,} characters)", lines=8,
-                                         max_length=MAX_CONTEXT_CHARS, elem_id="passage")
-                    question = StrictTextbox(label="Question", max_length=MAX_QUESTION_CHARS, elem_id="question")
+                    passage = strict_text(gr.Textbox(label=f"Passage (up to {MAX_CONTEXT_CHARS:,} characters)",
+                                                     lines=8, max_length=MAX_CONTEXT_CHARS, elem_id="passage"))
+                    question = strict_text(gr.Textbox(label="Question", max_length=MAX_QUESTION_CHARS,
+                                                      elem_id="question"))
                 with gr.Column(scale=1, min_width=220):
-                    runs = StrictSlider(MIN_RUNS, MAX_RUNS, value=DEFAULT_RUNS, step=1, label="Timed runs per variant")
+                    runs = strict_number(gr.Slider(MIN_RUNS, MAX_RUNS, value=DEFAULT_RUNS, step=1,
+                                                   label="Timed runs per variant"))
                     extra = gr.Checkbox(False, label="Also run BF16 · CPU and FP16 · CUDA")
                     button = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             gr.Examples(load_examples(), inputs=[passage, question], cache_examples=False, label="Examples")

@@ -55,6 +55,7 @@ def test_app_module_has_no_side_effects_on_import():
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout.strip() == "True"
     assert "Running on" not in p.stdout + p.stderr and "[quantqa] loading" not in p.stdout + p.stderr
+    assert not (ROOT / "app.pyi").exists()  # Gradio writes one for component subclasses: we have none
 
 
 def test_app_exits_2_when_model_cannot_load(tmp_path):

@@ -75,7 +75,9 @@ def test_html_in_passage_is_text_not_code(page, tmp_path):
     page.click("#compare-btn")
     _wait_result(page, "born in London in 1815")
     assert page.evaluate("window.__pwned") is None
-    assert page.locator("#hl-int8-cpu").inner_text().count("<script>") == 1  # shown as text
+    # shown as text (compare without white space: the widget adds some between its spans)
+    shown = "".join(page.locator("#hl-int8-cpu .textfield").text_content().split())
+    assert "".join('<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'.split()) in shown
     assert page.locator("#hl-fp32-cpu img").count() == 0
     # whatever the tiny model answers, the highlight is exactly the answer shown on the card
     card = page.locator("#card-int8-cpu").inner_text()

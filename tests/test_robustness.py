@@ -170,7 +170,7 @@ def test_full_queue_refuses_politely(server):
     from load import run_load
 
     url, _ = server
-    rep = run_load(url, clients=24, requests=1, runs=5, timeout=180)
+    rep = run_load(url, clients=24, requests=1, runs=20, timeout=180)  # each call long enough to queue
     assert rep["failed"] == 0 and rep["wrong"] == 0
     assert rep["refused"] > 0 and "Queue is full" in " ".join(rep["errors"])
     assert rep["answered"] >= 16
