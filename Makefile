@@ -13,8 +13,8 @@ test:
 	.venv/bin/python -m pytest -q -ra
 
 bench:
-	@scripts/setup.sh peers
-	.venv/bin/python -m quant bench $(if $(MODEL),--model $(MODEL)) $(ARGS)
+	@VENV=.venv-peers scripts/setup.sh peers
+	.venv-peers/bin/python -m quant bench $(if $(MODEL),--model $(MODEL)) $(ARGS)
 
 clean:
-	rm -rf .venv .pytest_cache
+	rm -rf .venv .venv-peers .pytest_cache

@@ -3,20 +3,23 @@
 #   app   : runtime (torch 2.13.0 first, then requirements.txt)
 #   dev   : + test tools, and Debian's chromium for the browser test (apt-get, as root)
 #   peers : + ONNX Runtime and torchao for the benchmark's peer rows
+# VENV=dir picks the environment (default .venv; `make bench` uses .venv-peers, because
+# transformers imports torchao at start-up, with warnings, wherever torchao is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-app}"
 PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv"
-  "$PY" -m venv .venv
+VENV="${VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
 fi
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
-stamp=".venv/.quantqa-$what-$(cat requirements*.txt scripts/setup.sh | sha1sum | cut -c1-12)"
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+stamp="$VENV/.quantqa-$what-$(cat requirements*.txt scripts/setup.sh | sha1sum | cut -c1-12)"
 if [ -f "$stamp" ]; then exit 0; fi
 # torch first, pinned: a plain `torch` requirement could pull a multi-GB CUDA build
 # where a CPU wheel is what this machine has.
-.venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
+"$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
   || { echo "[setup] installing torch 2.13.0"; pip install torch==2.13.0; }
 case "$what" in
   app)   pip install -r requirements.txt ;;

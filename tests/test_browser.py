@@ -38,10 +38,14 @@ def page(app_url):
 
 
 def _wait_result(pg, passage_snippet: str):
-    """Wait until the cards show the result for the passage that contains `passage_snippet`."""
+    """Wait until the cards show the result for the passage that contains `passage_snippet`.
+
+    White space is ignored: the highlight widget splits the passage into spans around the answer.
+    """
     pg.wait_for_function(
         """snip => { const a = document.querySelector('#agreement'); const h = document.querySelector('#hl-int8-cpu');
-                     return a && a.innerText.includes('INT8') && h && h.innerText.includes(snip); }""",
+                     const squash = s => s.replace(/\\s+/g, '');
+                     return a && a.innerText.includes('INT8') && h && squash(h.textContent).includes(squash(snip)); }""",
         arg=passage_snippet, timeout=120_000)
 
 
