@@ -270,7 +270,7 @@ def build_demo(comparator: Comparator) -> gr.Blocks:
                                       queue=False)
         with gr.Tab("Evaluate"):
             gr.Markdown("Exact match and F1 (official SQuAD normalization) of every variant on a SQuAD v1.1 / "
-                        f"v2.0 JSON file (at most {EVAL_MAX_FILE}), plus how often INT8 gives exactly the FP32 span.")
+                        f"v2.0 JSON file (at most 20 MB), plus how often INT8 gives exactly the FP32 span.")
             with gr.Row():
                 upload = gr.File(label="SQuAD-format JSON", file_types=[".json"], type="filepath")
                 limit = gr.Number(100, label=f"First N questions (1–{EVAL_MAX_QUESTIONS})", precision=0,
