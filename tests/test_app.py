@@ -104,3 +104,21 @@ def test_examples_file():
     assert "wealthiest 1%" in data[0]["question"] and "New York Times" in data[0]["passage"]
     assert all(e["passage"].strip() and e["question"].strip() for e in data)
     assert max(len(e["passage"]) for e in data) > 1500  # a long passage: more than one 384-token window
+
+
+def test_cards_render_user_text_inert():
+    """Answers go into Markdown cards: HTML and Markdown in them must come out as text."""
+    import app as app_module
+
+    r = {"available": True, "answer": '<img src=x onerror="alert(1)"> **bold** [link](http://x)', "start": 0,
+         "end": 10, "score": 0.5, "latency_ms": {"median": 1.0, "p90": 2.0, "runs": 3}, "speedup": 2.0}
+    md = app_module.card_markdown(r, "INT8 · CPU")
+    assert "<img" not in md and "&lt;img" in md
+    assert "**bold**" not in md and "](http" not in md
+    assert "2.00×" in md and "1.0 ms" in md
+    assert "no answer" in app_module.card_markdown(dict(r, answer=""), "FP32 · CPU")
+    off = app_module.card_markdown({"available": False, "reason": "CUDA is not available <b>here</b>"}, "FP32 · CUDA")
+    assert "Not available" in off and "<b>" not in off
+    assert app_module.highlight("abc def", dict(r, start=4, end=7)) == {
+        "text": "abc def", "entities": [{"entity": "answer", "start": 4, "end": 7}]}
+    assert app_module.highlight("abc", dict(r, start=0, end=0))["entities"] == []
