@@ -52,14 +52,18 @@ def set_threads(threads: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-def _quiet_transformers() -> None:
-    # Keep library chatter (progress bars, "some weights were not used") out of
-    # the user's console; errors still surface as exceptions.
+def _quiet_transformers(local: bool) -> None:
+    # Keep library chatter ("some weights were not used", "Loading weights" bars)
+    # out of the user's console; errors still surface as exceptions. A hub
+    # download keeps its progress bars: a first run fetching 400 MB should not be silent.
     try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # "Loading weights" bars on every load
+        if local:
+            hf_logging.disable_progress_bar()
+        else:
+            hf_logging.enable_progress_bar()
     except Exception:  # pragma: no cover - logging is best effort
         pass
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -90,9 +94,9 @@ def load_model(model_id: str = DEFAULT_MODEL) -> LoadedModel:
     """
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    _quiet_transformers()
     model_id = str(model_id)
     path = Path(model_id).expanduser()
+    _quiet_transformers(local=path.exists())
     if model_id.startswith((".", "/", "~")) and not path.exists():
         raise ModelLoadError(f"Cannot load model {model_id!r}: no such folder. {_hint(model_id)}.")
     source = str(path) if path.exists() else model_id
@@ -100,7 +104,7 @@ def load_model(model_id: str = DEFAULT_MODEL) -> LoadedModel:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForQuestionAnswering.from_pretrained(source, dtype=torch.float32)
     except Exception as exc:  # OSError, ValueError, HTTP errors, bad json ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = str(exc).strip().splitlines()[0].rstrip(". ") if str(exc).strip() else type(exc).__name__
         if len(reason) > 240:
             reason = reason[:240] + "…"
         raise ModelLoadError(f"Cannot load model {model_id!r}: {reason}. Fix: {_hint(model_id)}.") from exc
