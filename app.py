@@ -11,6 +11,14 @@ bounded queue) so timings don't disturb each other.
 
 from __future__ import annotations
 
+try:  # ZeroGPU on Hugging Face Spaces: imported before torch; GPU work runs inside @spaces.GPU
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:  # everywhere else: a no-op
+    def gpu(fn):
+        return fn
+
 import argparse
 import html
 import json
@@ -24,14 +32,6 @@ import pandas as pd
 from quant import DEFAULT_MODEL, EXTRA_VARIANTS, LABELS, Comparator, InputError, ModelLoadError, QuantConfig
 from quant.evaluate import SquadFormatError, evaluate, load_squad
 from quant.inputs import DEFAULT_RUNS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_RUNS, MIN_RUNS
-
-try:  # ZeroGPU on Hugging Face Spaces: GPU work must run inside @spaces.GPU; a no-op elsewhere
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:  # pragma: no cover - depends on the host
-    def gpu(fn):
-        return fn
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 QUEUE_SIZE = 16  # waiting requests beyond this are told to retry
