@@ -239,7 +239,7 @@ def build_demo(comparator: Comparator) -> gr.Blocks:
                     button = gr.Button("Compare", variant="primary", elem_id="compare-btn")
             gr.Examples(load_examples(), inputs=[passage, question], cache_examples=False, label="Examples")
             agreement = gr.Markdown(elem_classes="qq-agree", elem_id="agreement")
-            cards, card_outputs = {}, []
+            card_outputs = []
             with gr.Row(equal_height=True):
                 for v in ALL_VARIANTS:
                     with gr.Column(visible=v in MAIN_VARIANTS, elem_classes="qq-card", elem_id=f"card-{v}") as col:
@@ -249,7 +249,6 @@ def build_demo(comparator: Comparator) -> gr.Blocks:
                                                 show_inline_category=False, elem_classes="qq-hl",
                                                 color_map={"answer": "#fbbf24"}, combine_adjacent=False,
                                                 visible=False, elem_id=f"hl-{v}")
-                    cards[v] = (col, md, hl)
                     card_outputs += [col, md, hl]
             with gr.Row():
                 chart = gr.BarPlot(latency_frame({"results": []}), x="variant",
@@ -260,17 +259,12 @@ def build_demo(comparator: Comparator) -> gr.Blocks:
             with gr.Accordion("Environment", open=False):
                 gr.Markdown(env_markdown(info))
             result = gr.JSON(visible=False)
-            button.click(compare, [passage, question, runs, extra], result, api_name="compare",
-                         concurrency_limit=1, concurrency_id="model", show_progress="full"
-                         ).success(render, result, card_outputs + [agreement, chart], api_visibility="private",
-                                   queue=False)
-            question.submit(compare, [passage, question, runs, extra], result, api_visibility="private",
-                            concurrency_limit=1, concurrency_id="model"
-                            ).success(render, result, card_outputs + [agreement, chart], api_visibility="private",
-                                      queue=False)
+            gr.on([button.click, question.submit], compare, [passage, question, runs, extra], result,
+                  api_name="compare", concurrency_limit=1, concurrency_id="model", show_progress="full"
+                  ).success(render, result, card_outputs + [agreement, chart], api_visibility="private", queue=False)
         with gr.Tab("Evaluate"):
             gr.Markdown("Exact match and F1 (official SQuAD normalization) of every variant on a SQuAD v1.1 / "
-                        f"v2.0 JSON file (at most 20 MB), plus how often INT8 gives exactly the FP32 span.")
+                        "v2.0 JSON file (at most 20 MB), plus how often INT8 gives exactly the FP32 span.")
             with gr.Row():
                 upload = gr.File(label="SQuAD-format JSON", file_types=[".json"], type="filepath")
                 limit = gr.Number(100, label=f"First N questions (1–{EVAL_MAX_QUESTIONS})", precision=0,

@@ -25,7 +25,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -219,7 +218,7 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
         else:
             notes.append(f"{name} skipped: {why}")
     sizes = dict(comp.sizes_mib)
-    probes = comp._probes()
+    probes = comp.probes()
 
     def maybe_trace(m, name):
         if not quant.torchscript:

@@ -30,7 +30,7 @@ from .models import DEFAULT_MODEL, load_model, set_threads
 from .qa import best_span, encode
 from .quantize import EngineChoice, QuantConfig, choose_engine, count_quantized, quantize, trace
 from .size import state_dict_mib
-from .timing import LatencyStats, measure_interleaved
+from .timing import LatencyStats, measure_interleaved, time_once
 
 LABELS = {
     "fp32-cpu": "FP32 · CPU",
@@ -153,7 +153,7 @@ class Comparator:
         int8_runnable = int8
         if self.quant.torchscript:
             try:
-                int8_runnable = trace(int8, self._probes())
+                int8_runnable = trace(int8, self.probes())
                 self.torchscript_note = "on (traced + frozen; outputs checked equal to eager)"
             except Exception as exc:  # an untraceable architecture: run eager, say why
                 self.torchscript_note = f"off: tracing failed ({type(exc).__name__}: {str(exc)[:120]})"
@@ -194,7 +194,7 @@ class Comparator:
         log(f"[quantqa] ready in {self.startup_s:.1f} s — FP32 {self.sizes_mib['fp32']:.2f} MiB, "
             f"INT8 {self.sizes_mib.get('int8_emb', self.sizes_mib['int8']):.2f} MiB, {self.threads} threads")
 
-    def _probes(self) -> list[dict[str, torch.Tensor]]:
+    def probes(self) -> list[dict[str, torch.Tensor]]:
         """Inputs of different lengths and batch sizes (with padding), to check a trace did not specialise."""
         keep = ("input_ids", "attention_mask", "token_type_ids")
         a = self.tokenizer("Where was it?", "It was in Paris in 1900. " * 3, return_tensors="pt")
@@ -227,9 +227,10 @@ class Comparator:
     # ------------------------------------------------------------------ work
 
     def predict(self, context: str, question: str, variants=None) -> dict[str, VariantResult]:
-        """One untimed forward per variant (for evaluation): variant -> result (latency None).
+        """One forward per variant (for evaluation) on one shared tokenization: variant -> result.
 
-        Input is validated for type and emptiness only; long passages are windowed.
+        Each result's `latency` holds that single model call (no warm-up), for throughput figures.
+        Input is not length-checked; long passages are windowed.
         """
         names = [v for v in (variants or self.variant_names) if v in self._variants]
         enc = encode(self.tokenizer, question, context, max_length=self.max_length)
@@ -240,11 +241,18 @@ class Comparator:
                 if v.model is None:
                     out[n] = VariantResult(n, False, v.reason)
                     continue
-                logits = v.model(**enc.to(v.device))
-                span = best_span(logits.start_logits.float().cpu().numpy(), logits.end_logits.float().cpu().numpy(),
-                                 enc.offsets, enc.context_mask, word_ids=enc.word_ids)
-                out[n] = VariantResult(n, True, None, context[span.start:span.end], span.start, span.end, span.score)
+                inputs = enc.to(v.device)
+                ms, logits = time_once(lambda: v.model(**inputs), v.device if v.device.startswith("cuda") else None)
+                out[n] = self._answer(n, logits, enc, context, LatencyStats.from_samples([ms]))
         return out
+
+    @staticmethod
+    def _answer(variant: str, logits, enc, context: str, latency: LatencyStats | None) -> VariantResult:
+        """Decode one variant's logits into its answer (the same span search for every variant)."""
+        span = best_span(logits.start_logits.float().cpu().numpy(), logits.end_logits.float().cpu().numpy(),
+                         enc.offsets, enc.context_mask, word_ids=enc.word_ids)
+        return VariantResult(variant, True, None, context[span.start:span.end], span.start, span.end, span.score,
+                             latency)
 
     def compare(self, context: str, question: str, runs: int = 10, warmup: int = 1,
                 variants=None, progress: Callable[[float, str], None] | None = None) -> Comparison:
@@ -288,10 +296,7 @@ class Comparator:
                 msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 results.append(VariantResult(n, False, f"{type(err).__name__} during this request: {msg}"))
                 continue
-            span = best_span(out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy(),
-                             enc.offsets, enc.context_mask, word_ids=enc.word_ids)
-            results.append(VariantResult(n, True, None, context[span.start:span.end], span.start, span.end,
-                                         span.score, stats))
+            results.append(self._answer(n, out, enc, context, stats))
         base = next((r for r in results if r.variant == BASELINE and r.latency), None)
         for r in results:
             if base and r.latency:

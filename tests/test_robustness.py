@@ -1,11 +1,6 @@
 """Bad input, odd text, load and safe defaults: the server answers clearly and keeps running."""
 
-import os
-import socket
-import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -114,26 +109,13 @@ def test_concurrent_visitors_get_their_own_results(app_url):
 # ------------------------------------------------------------------ a real server process
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(trained_model_dir):
-    port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "app.py", "--model", str(trained_model_dir), "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        if "Running on local URL" in line:
-            break
-        if proc.poll() is not None:
-            pytest.fail("app did not start")
-    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+    """`python app.py` in its own process (the load script's launcher), for process-level checks."""
+    from load import free_port, start_server
+
+    port = free_port()
+    proc = start_server(str(trained_model_dir), port)
     try:
         yield f"http://127.0.0.1:{port}/", proc
     finally:
