@@ -7,15 +7,16 @@ rounds; each round runs every variant once and the order rotates every round
 all variants alike. Reported: median and p90 in ms, speed-up of the median vs
 `fp32-cpu`, and a header saying what machine this was.
 
-Variants: fp32-cpu (as loaded), fp32-jit-cpu (FP32 traced + frozen: shows how
-much of INT8's lead is TorchScript rather than quantization), int8-eager-cpu,
-int8-cpu (what the app runs: traced + frozen unless --no-torchscript),
-int8-emb-cpu (embeddings quantized too), bf16-cpu (where the CPU has native
-bf16), fp32-cuda, fp16-cuda (with a GPU).
-Peers (requirements-peers.txt; skipped with a note when absent):
-  ort-fp32, ort-int8   ONNX Runtime, exported with torch.onnx.export; INT8 by
-                       onnxruntime.quantization.quantize_dynamic (QInt8 weights)
-  torchao-int8         torchao quantize_(Int8DynamicActivationInt8WeightConfig())
+Variants and peers: see `VARIANTS` (python -m quant bench --list-variants).
+Peers live in .venv-peers (`make bench`), because transformers imports
+torchao's *and* onnxruntime's optional hooks where installed; each peer row is
+skipped with a note when its package is absent.
+
+ONNX Runtime's threads spin after each run (its default, and its fastest
+setting); in an interleaved loop that spinning would steal the cores of
+whatever runs next, so each ORT call is followed by a pause outside the clock
+(`ORT_SETTLE_S`, measured: the next variant is back to its own speed after
+~30-100 ms).
 """
 
 from __future__ import annotations
@@ -37,9 +38,32 @@ from .compare import Comparator
 from .quantize import QuantConfig, quantize, trace
 from .timing import measure_interleaved
 
-CPU_VARIANTS = ("fp32-cpu", "fp32-jit-cpu", "int8-eager-cpu", "int8-cpu", "int8-emb-cpu", "bf16-cpu")
+CPU_VARIANTS = ("fp32-cpu", "fp32-jit-cpu", "int8-eager-cpu", "int8-cpu", "int8-pc-cpu", "int8-emb-cpu",
+                "int8-static-cpu", "bf16-cpu")
 GPU_VARIANTS = ("fp32-cuda", "fp16-cuda")
-PEERS = ("ort-fp32", "ort-int8", "torchao-int8")
+PEERS = ("ort-fp32", "ort-int8", "ort-int8-opt", "torchao-int8")
+VARIANTS = {
+    "fp32-cpu": "the model as loaded (eager FP32)",
+    "fp32-jit-cpu": "FP32 traced + frozen with TorchScript: how much of INT8's lead is TorchScript, not int8",
+    "int8-eager-cpu": "dynamic INT8, eager",
+    "int8-cpu": "dynamic INT8, traced + frozen (what the app runs)",
+    "int8-pc-cpu": "dynamic INT8 with per-channel weight scales, traced + frozen",
+    "int8-emb-cpu": "dynamic INT8 + 8-bit embeddings",
+    "int8-static-cpu": "static INT8: PT2E + X86 Inductor quantizer, AOTInductor package (cached; --no-static skips)",
+    "bf16-cpu": "bfloat16 (CPUs with native bf16)",
+    "fp32-cuda": "FP32 on the GPU",
+    "fp16-cuda": "FP16 on the GPU",
+    "ort-fp32": "peer: ONNX Runtime FP32, transformer-optimized graph (fused attention, LayerNorm, GELU)",
+    "ort-int8": "peer: ONNX Runtime INT8, plain export + quantize_dynamic (per-tensor)",
+    "ort-int8-opt": "peer: ONNX Runtime INT8, transformer optimizer + quantize_dynamic per-channel (its strongest)",
+    "torchao-int8": "peer: torchao Int8DynamicActivationInt8WeightConfig, eager",
+}
+ORT_SETTLE_S = 0.1
+PEER_HINT = "install the peers with `make bench` (a separate .venv-peers; see README)"
+
+
+def describe_variants() -> str:
+    return "\n".join(f"{k:<16} {v}" for k, v in VARIANTS.items())
 
 
 @dataclass
@@ -49,6 +73,7 @@ class Row:
     median_ms: float
     p90_ms: float
     speedup: float | None
+    sqnr_db: float | None = None  # logits vs fp32-cpu on the same input
 
 
 @dataclass
@@ -68,7 +93,8 @@ class BenchReport:
             "runs": self.runs,
             "warmup": self.warmup,
             "results": [{"variant": r.variant, "seq_len": r.seq_len, "median_ms": round(r.median_ms, 3),
-                         "p90_ms": round(r.p90_ms, 3), "speedup": None if r.speedup is None else round(r.speedup, 3)}
+                         "p90_ms": round(r.p90_ms, 3), "speedup": None if r.speedup is None else round(r.speedup, 3),
+                         "sqnr_db": None if r.sqnr_db is None else round(r.sqnr_db, 2)}
                         for r in self.rows],
             "machine": self.machine,
             "sizes_mib": {k: round(v, 2) for k, v in self.sizes_mib.items()},
@@ -87,18 +113,25 @@ class BenchReport:
         seq_lens = sorted({r.seq_len for r in self.rows})
         variants = list(dict.fromkeys(r.variant for r in self.rows))
         by = {(r.variant, r.seq_len): r for r in self.rows}
-        head = f"{'variant':<14}" + "".join(f"{f'{s} tok: median / p90 ms':>30}{'speed-up':>10}" for s in seq_lens)
+        head = (f"{'variant':<16}" + "".join(f"{f'{s} tok: median / p90 ms':>26}{'speed-up':>9}" for s in seq_lens)
+                + f"{'logits SQNR dB':>17}")
         out += [head, "-" * len(head)]
         for v in variants:
-            line = f"{v:<14}"
+            line = f"{v:<16}"
+            dbs = []
             for s in seq_lens:
                 r = by.get((v, s))
                 if r is None:
-                    line += f"{'-':>30}{'':>10}"
+                    line += f"{'-':>26}{'':>9}"
                 else:
                     sp = f"{r.speedup:.2f}x" if r.speedup else "-"
-                    line += f"{f'{r.median_ms:.2f} / {r.p90_ms:.2f}':>30}{sp:>10}"
+                    line += f"{f'{r.median_ms:.2f} / {r.p90_ms:.2f}':>26}{sp:>9}"
+                    if r.sqnr_db is not None:
+                        dbs.append(r.sqnr_db)
+            line += f"{(f'{min(dbs):.1f}' + (f'-{max(dbs):.1f}' if max(dbs) - min(dbs) >= 0.1 else '')) if dbs else '-':>17}"
             out.append(line)
+        out.append("(speed-up: fp32-cpu median / this median; logits SQNR vs fp32-cpu on the same input, "
+                   "min-max over lengths)")
         if self.sizes_mib:
             f = self.sizes_mib.get("fp32")
             out += ["", "size (torch.save(state_dict), MiB): " + ", ".join(
@@ -120,42 +153,56 @@ def synthetic_inputs(vocab_size: int, seq_len: int, cls_id: int = 101, sep_id: i
 
 
 def _ort_sessions(model: torch.nn.Module, threads: int, workdir: Path, notes: list[str]) -> dict[str, Any]:
+    """ONNX Runtime sessions: FP32 (optimized), INT8 plain, INT8 optimized + per-channel (the strongest found)."""
     try:
         import onnxruntime as ort
         from onnxruntime.quantization import QuantType, quantize_dynamic
+        from onnxruntime.transformers import optimizer
     except ImportError:
-        notes.append("ONNX Runtime rows skipped: pip install -r requirements-peers.txt")
+        notes.append(f"ONNX Runtime rows skipped: onnxruntime is not installed here; {PEER_HINT}")
         return {}
-    fp32_path, int8_path = workdir / "model.onnx", workdir / "model.int8.onnx"
-    dummy = synthetic_inputs(model.config.vocab_size, 32)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (dummy["input_ids"], dummy["attention_mask"], dummy["token_type_ids"]),
-                          str(fp32_path), input_names=["input_ids", "attention_mask", "token_type_ids"],
-                          output_names=["start_logits", "end_logits"], opset_version=17, dynamo=False,
-                          dynamic_axes={k: {0: "batch", 1: "seq"} for k in ("input_ids", "attention_mask",
-                                                                            "token_type_ids", "start_logits",
-                                                                            "end_logits")})
-        import logging
+    import logging
 
-        level = logging.getLogger().level
-        logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" notice
-        try:
-            quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8)
-        finally:
-            logging.getLogger().setLevel(level)
+    cfg = model.config
+    plain, fused = workdir / "model.onnx", workdir / "model.eager.onnx"
+    opt, int8, int8_opt = workdir / "model.opt.onnx", workdir / "model.int8.onnx", workdir / "model.opt.int8.onnx"
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    dummy = synthetic_inputs(cfg.vocab_size, 32)
+    eager = copy.deepcopy(model).eval()
+    try:
+        eager.set_attn_implementation("eager")  # ORT's fusion patterns match the eager attention graph
+    except Exception:
+        pass
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing", optimizer chatter
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for m, path in ((model, plain), (eager, fused)):
+                torch.onnx.export(m, tuple(dummy[k] for k in names), str(path), input_names=names,
+                                  output_names=["start_logits", "end_logits"], opset_version=17, dynamo=False,
+                                  dynamic_axes={k: {0: "batch", 1: "seq"} for k in names + ["start_logits",
+                                                                                             "end_logits"]})
+            om = optimizer.optimize_model(str(fused), model_type="bert", num_heads=cfg.num_attention_heads,
+                                          hidden_size=cfg.hidden_size)
+            fusedops = {k: v for k, v in om.get_fused_operator_statistics().items() if v}
+            om.save_model_to_file(str(opt))
+            quantize_dynamic(str(plain), str(int8), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(opt), str(int8_opt), weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"DefaultTensorType": 1})  # fused ops defeat shape inference: FLOAT
+    finally:
+        logging.getLogger().setLevel(level)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # ORT's threads busy-wait after each run by default; interleaved with other variants
-    # that would steal their cores and bias the table in ORT's favour.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sessions = {}
-    for name, path in (("ort-fp32", fp32_path), ("ort-int8", int8_path)):
+    for name, path in (("ort-fp32", opt), ("ort-int8", int8), ("ort-int8-opt", int8_opt)):
         sessions[name] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    notes.append(f"ONNX Runtime {ort.__version__}: torch.onnx.export (opset 17) + quantize_dynamic(QInt8), "
-                 f"ORT_ENABLE_ALL, {threads} intra-op threads")
+    notes.append(f"ONNX Runtime {ort.__version__}: ORT_ENABLE_ALL, {threads} intra-op threads, spinning on (its "
+                 f"default) with a {ORT_SETTLE_S * 1e3:.0f} ms pause after each call outside the clock; ort-int8-opt "
+                 f"= transformer optimizer ({', '.join(f'{k} {v}' for k, v in fusedops.items())}) + per-channel "
+                 f"quantize_dynamic")
     return sessions
 
 
@@ -166,7 +213,7 @@ def _torchao_model(model: torch.nn.Module, notes: list[str]):
             import torchao
             from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
     except ImportError:
-        notes.append("torchao row skipped: pip install -r requirements-peers.txt")
+        notes.append(f"torchao row skipped: torchao is not installed here; {PEER_HINT}")
         return None
     m = copy.deepcopy(model).eval()
     with warnings.catch_warnings():
@@ -201,21 +248,48 @@ def measure_startup(model_id: str, threads: int | None, quant: QuantConfig) -> d
 # ----------------------------------------------------------------------------- main
 
 
+def _logits(out) -> torch.Tensor | None:
+    """(start, end) logits of any variant's output, as one float tensor."""
+    if out is None:
+        return None
+    if isinstance(out, (list, tuple)):  # ONNX Runtime: [start, end] numpy arrays
+        return torch.cat([torch.as_tensor(out[0]), torch.as_tensor(out[1])], -1).float()
+    return torch.cat([out.start_logits, out.end_logits], -1).float().cpu()
+
+
 def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: int = 3, threads: int | None = None,
-              quant: QuantConfig | None = None, variants=None, peers: bool = True, startup: bool = False,
-              progress: bool = False, log: Callable[[str], None] | None = None) -> BenchReport:
+              quant: QuantConfig | None = None, variants=None, peers: bool = True, static: bool = True,
+              startup: bool = False, progress: bool = False, log: Callable[[str], None] | None = None,
+              static_cache=None) -> BenchReport:
+    from .compare import STATIC_VARIANT
+    from .inspect import sqnr_db
+    from .size import state_dict_mib
+
     quant = quant or QuantConfig()
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    order = list(CPU_VARIANTS + GPU_VARIANTS + PEERS)
+    if variants:
+        unknown = [v for v in variants if v not in order]
+        if unknown:
+            raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(order)} "
+                             "(python -m quant bench --list-variants)")
+    want = set(variants or order)
+    if not static:
+        want.discard(STATIC_VARIANT)
     notes: list[str] = []
     startup_s = measure_startup(model_id, threads, quant) if startup else None
-    base_variants = ("fp32-cpu", "int8-cpu", "bf16-cpu", "fp32-cuda", "fp16-cuda")
-    comp = Comparator(model_id, threads=threads, quant=quant, variants=base_variants, log=log)
+    base_variants = tuple(v for v in ("fp32-cpu", "int8-cpu", "bf16-cpu", "fp32-cuda", "fp16-cuda", STATIC_VARIANT)
+                          if v in want or v in ("fp32-cpu", "int8-cpu"))
+    comp = Comparator(model_id, threads=threads, quant=quant, variants=base_variants, log=log,
+                      static_cache=static_cache)
     fp32 = comp.model("fp32-cpu")
+    if fp32 is None:
+        raise ValueError(f"the benchmark needs the FP32 model: {comp.fp32_reason}")
     models: dict[str, tuple[Any, str]] = {}
     for name, why in comp.availability().items():
         if why is None:
             models[name] = (comp.model(name), "cuda:0" if name.endswith("cuda") else "cpu")
-        else:
+        elif name in want:
             notes.append(f"{name} skipped: {why}")
     sizes = dict(comp.sizes_mib)
     probes = comp.probes()
@@ -229,37 +303,38 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
             notes.append(f"{name}: TorchScript failed, eager ({type(exc).__name__})")
             return m
 
-    if not quant.embeddings:
-        emb = quantize(fp32, QuantConfig(embeddings=True, engine=comp.engine))
-        from .size import state_dict_mib
-
-        sizes["int8_emb"] = state_dict_mib(emb)
-        models["int8-emb-cpu"] = (maybe_trace(emb, "int8-emb-cpu"), "cpu")
-    else:
-        models["int8-emb-cpu"] = models.pop("int8-cpu")
+    if "int8-emb-cpu" in want:
+        if not quant.embeddings:
+            emb = quantize(fp32, QuantConfig(**{**quant.__dict__, "embeddings": True, "engine": comp.engine}))
+            sizes["int8_emb"] = state_dict_mib(emb)
+            models["int8-emb-cpu"] = (maybe_trace(emb, "int8-emb-cpu"), "cpu")
+        else:
+            models["int8-emb-cpu"] = models["int8-cpu"]
+    if "int8-pc-cpu" in want and not quant.per_channel:
+        pc = quantize(fp32, QuantConfig(**{**quant.__dict__, "per_channel": True, "engine": comp.engine}))
+        sizes["int8_pc"] = state_dict_mib(pc)
+        models["int8-pc-cpu"] = (maybe_trace(pc, "int8-pc-cpu"), "cpu")
     if quant.torchscript:
-        models["int8-eager-cpu"] = (comp.int8_eager, "cpu")
-        models["fp32-jit-cpu"] = (maybe_trace(fp32, "fp32-jit-cpu"), "cpu")
+        if "int8-eager-cpu" in want:
+            models["int8-eager-cpu"] = (comp.int8_eager, "cpu")
+        if "fp32-jit-cpu" in want:
+            models["fp32-jit-cpu"] = (maybe_trace(fp32, "fp32-jit-cpu"), "cpu")
     tmp = tempfile.TemporaryDirectory(prefix="quantqa-bench-")
     ort_sessions = {}
-    if peers:
+    if peers and want & {"ort-fp32", "ort-int8", "ort-int8-opt"}:
         try:
             ort_sessions = _ort_sessions(fp32, comp.threads, Path(tmp.name), notes)
         except Exception as exc:  # an exporter or ORT failure must not sink the whole bench
             notes.append(f"ONNX Runtime rows skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    if peers and "torchao-int8" in want:
         try:
             ao = _torchao_model(fp32, notes)
             if ao is not None:
                 models["torchao-int8"] = (ao, "cpu")
         except Exception as exc:
             notes.append(f"torchao row skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-    order = list(CPU_VARIANTS + GPU_VARIANTS + PEERS)
-    wanted = [v for v in order if v in models or v in ort_sessions]
-    if variants:
-        unknown = [v for v in variants if v not in order]
-        if unknown:
-            raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(order)}")
-        wanted = [v for v in wanted if v in variants]
+    wanted = [v for v in order if (v in models or v in ort_sessions) and v in want]
+    settle = {v: ORT_SETTLE_S for v in wanted if v in ort_sessions}
     tok = comp.tokenizer
     rows: list[Row] = []
     bar = None
@@ -290,18 +365,24 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
                     bar.update(n - done[0])
                     done[0] = n
 
-            res = measure_interleaved(fns, runs=runs, warmup=warmup, on_step=step)
+            res = measure_interleaved(fns, runs=runs, warmup=warmup, on_step=step, settle_s=settle, seed=s)
             base = res.get("fp32-cpu", (None,))[0]
+            ref = _logits(res["fp32-cpu"][1]) if "fp32-cpu" in res else None
             for v in wanted:
-                stats, _, err = res[v]
+                stats, out, err = res[v]
                 if err is not None:
                     notes.append(f"{v} at {s} tokens failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
                     continue
-                rows.append(Row(v, s, stats.median, stats.p90, base.median / stats.median if base else None))
+                got = _logits(out)
+                db = sqnr_db(ref, got) if ref is not None and got is not None and v != "fp32-cpu" else None
+                rows.append(Row(v, s, stats.median, stats.p90, base.median / stats.median if base else None,
+                                None if db is None or db == float("inf") else db))
     finally:
         if bar:
             bar.close()
         tmp.cleanup()
     machine = env.machine_info()
     machine["engine_choice"] = comp.engine_choice.describe()
+    if comp.static_info():
+        notes.append(f"int8-static-cpu: {comp.static_info()}")
     return BenchReport(comp.model_id, runs, warmup, rows, machine, notes, sizes, startup_s)

@@ -66,8 +66,11 @@ def cuda_status() -> tuple[bool, str]:
 def machine_info() -> dict:
     import transformers
 
+    from .threads import current
+
     ok, gpu = cuda_status()
     return {
+        "thread_policy": current().describe(),
         "cpu": cpu_name(),
         "cpu_features": cpu_features(),
         "threads": torch.get_num_threads(),

@@ -212,12 +212,21 @@ class EvalReport:
         }
 
     def table(self) -> str:
-        lines = [f"model: {self.model}", "",
-                 f"{'variant':<10} {'EM %':>7} {'F1 %':>7} {'n':>6} {'q/s':>7}", "-" * 41]
+        split = any(r.has_ans for r in self.results)
+        head = f"{'variant':<16} {'EM %':>7} {'F1 %':>7} {'n':>6} {'q/s':>8}"
+        if split:
+            head += f"   {'answerable EM / F1 (n)':>24}   {'unanswerable EM / F1 (n)':>26}"
+        lines = [f"model: {self.model}", "", head, "-" * len(head)]
         for r in self.results:
-            lines.append(f"{r.variant:<10} {r.exact_match:7.2f} {r.f1:7.2f} {r.n:6d} {r.qps:7.2f}")
+            line = f"{r.variant:<16} {r.exact_match:7.2f} {r.f1:7.2f} {r.n:6d} {r.qps:8.2f}"
+            if split and r.has_ans:
+                h, z = r.has_ans, r.no_ans
+                has = "{:.2f} / {:.2f} ({})".format(h["exact_match"], h["f1"], h["n"])
+                no = "{:.2f} / {:.2f} ({})".format(z["exact_match"], z["f1"], z["n"])
+                line += f"   {has:>24}   {no:>26}"
+            lines.append(line)
         for v, why in self.unavailable.items():
-            lines.append(f"{v:<10} unavailable: {why}")
+            lines.append(f"{v:<16} unavailable: {why}")
         if self.agreement is not None:
             lines += ["", f"INT8 gives exactly the FP32 span on {self.agreement:.2f}% of questions; "
                           f"mean |score difference| {self.mean_abs_score_diff:.4f}"]
@@ -254,8 +263,10 @@ def evaluate(comparator, examples: list[Example], progress: Callable[[int, int],
     for n, ex in enumerate(examples, 1):
         try:
             preds = comparator.predict(ex.context, ex.question, variants=variants)
-        except InputError as exc:
+        except InputError as exc:  # the per-passage bound (characters, windows), a question too long
             skipped.append(f"{ex.qid}: {exc}")
+            if progress:
+                progress(n, len(examples))
             continue
         kinds.append(ex.impossible)
         for v, p in preds.items():
@@ -293,13 +304,15 @@ def evaluate(comparator, examples: list[Example], progress: Callable[[int, int],
                       sum(diffs) / len(diffs) if diffs else None, disagreements, skipped, unavailable)
 
 
-def run_eval(model_id: str, examples: list[Example], *, threads=None, quant=None, progress: bool = False) -> EvalReport:
+def run_eval(model_id: str, examples: list[Example], *, threads=None, quant=None, static: bool = False,
+             progress: bool = False) -> EvalReport:
     """CLI entry: build the comparator, evaluate with a progress bar on stderr."""
     import sys
 
-    from .compare import Comparator
+    from .compare import DEFAULT_VARIANTS, STATIC_VARIANT, Comparator
 
-    comp = Comparator(model_id, threads=threads, quant=quant, log=lambda m: print(m, file=sys.stderr, flush=True))
+    comp = Comparator(model_id, threads=threads, quant=quant, variants=DEFAULT_VARIANTS + ((STATIC_VARIANT,) if static else ()),
+                      log=lambda m: print(m, file=sys.stderr, flush=True))
     bar = None
     if progress:
         from tqdm import tqdm

@@ -14,8 +14,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 DEFAULT_MODEL = "deepset/bert-base-cased-squad2"
 
 
@@ -27,7 +25,7 @@ class ModelLoadError(RuntimeError):
 class LoadedModel:
     model_id: str
     tokenizer: object  # a *fast* tokenizer (we need offset mappings)
-    model: torch.nn.Module  # FP32, eval(), on CPU
+    model: "torch.nn.Module"  # FP32, eval(), on CPU
     max_length: int  # tokens per window (question + passage + specials)
 
 
@@ -40,14 +38,20 @@ def cpu_count() -> int:
 
 
 def set_threads(threads: int | None = None) -> int:
-    """Fix torch's intra-op thread count (default: all cores) and return it.
+    """Fix torch's intra-op thread count (None: all cores) and return it.
 
     Every variant is timed with the same count, and the count is reported next
-    to the numbers: a comparison without it means little.
+    to the numbers: a comparison without it means little. More threads than
+    cores only makes OpenMP threads wait for each other, so it is refused.
     """
-    n = threads or cpu_count()
-    if n < 1:
-        raise ValueError(f"threads must be >= 1, got {n}")
+    import torch
+
+    cores = cpu_count()
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)
+                                or not 1 <= threads <= cores):
+        raise ValueError(f"threads must be a whole number from 1 to {cores} (the cores this process may use); "
+                         f"got {threads!r}")
+    n = threads or cores
     torch.set_num_threads(n)
     return torch.get_num_threads()
 
@@ -69,21 +73,49 @@ def _quiet_transformers(local: bool) -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def looks_like_path(model_id: str) -> bool:
+    """A local path rather than a hub id ("org/name"): ./x, /x, ~/x, a/b/c, C:\\x, or anything that exists."""
+    return (model_id.startswith((".", "/", "~")) or model_id.count("/") > 1 or "\\" in model_id
+            or Path(model_id).expanduser().exists())
+
+
+def source_kind(model_id: str) -> str:
+    """'artifact' (a `quantize --out` folder), 'folder' (save_pretrained), 'missing' (a path that is not there) or 'hub'."""
+    from .quantize import is_artifact
+
+    path = Path(model_id).expanduser()
+    if path.exists():
+        return "artifact" if is_artifact(path) else "folder"
+    return "missing" if looks_like_path(model_id) else "hub"
+
+
+def describe_source(model_id: str) -> str:
+    """What loading `model_id` will do, for the start-up log."""
+    kind = source_kind(model_id)
+    if kind == "artifact":
+        return f"INT8 artifact folder {model_id}"
+    if kind == "folder":
+        return f"local folder {model_id}"
+    if kind == "missing":
+        return f"{model_id} (no such folder)"
+    offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+    return (f"hub id {model_id} from the local hub cache (HF_HUB_OFFLINE is set)" if offline else
+            f"hub id {model_id} from the Hugging Face hub (downloaded on first use, then cached)")
+
+
 def _hint(model_id: str) -> str:
-    if Path(model_id).exists():
-        return (
-            "the folder exists but does not hold a model saved with save_pretrained() "
-            "(config.json, weights and a tokenizer)"
-        )
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True") or "/" not in model_id:
-        return (
-            "pass a local folder saved with save_pretrained() (--model /path/to/folder), "
-            "or a Hugging Face hub id while online"
-        )
-    return (
-        "check the hub id and your network connection, or pass a local folder saved "
-        "with save_pretrained() (--model /path/to/folder)"
-    )
+    kind = source_kind(model_id)
+    if kind == "folder":
+        return ("the folder exists but does not hold a model saved with save_pretrained() "
+                "(config.json, weights and a tokenizer)")
+    if kind == "missing":
+        return (f"check the path ({Path(model_id).expanduser().absolute()} does not exist); --model takes a folder "
+                "written by save_pretrained() or by `python -m quant quantize --out`, or a hub id")
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return ("HF_HUB_OFFLINE is set, so a hub id loads only from the local hub cache; unset it while online, "
+                "or pass a local folder saved with save_pretrained() (--model /path/to/folder)")
+    return ("check the hub id and your network connection, or pass a local folder saved "
+            "with save_pretrained() (--model /path/to/folder)")
 
 
 @functools.lru_cache(maxsize=4)
@@ -92,13 +124,17 @@ def load_model(model_id: str = DEFAULT_MODEL) -> LoadedModel:
 
     Raises `ModelLoadError` (one readable line) on any failure.
     """
+    import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     model_id = str(model_id)
     path = Path(model_id).expanduser()
     _quiet_transformers(local=path.exists())
-    if model_id.startswith((".", "/", "~")) and not path.exists():
-        raise ModelLoadError(f"Cannot load model {model_id!r}: no such folder. {_hint(model_id)}.")
+    if source_kind(model_id) == "missing":
+        raise ModelLoadError(f"Cannot load model {model_id!r}: no such folder. Fix: {_hint(model_id)}.")
+    if source_kind(model_id) == "artifact":
+        raise ModelLoadError(f"Cannot load model {model_id!r} as FP32: it is an INT8 artifact folder; "
+                             "load it with quant.load_artifact() or pass it to Comparator / --model")
     source = str(path) if path.exists() else model_id
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)

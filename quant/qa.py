@@ -115,56 +115,122 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def best_span(start_logits, end_logits, offsets, context_mask, *, word_ids=None, max_answer_tokens: int = 30,
-              allow_null: bool = True, cls_index: int = 0) -> Span:
-    """Best answer span over all windows. Pure function of logits and offsets.
+def window_probs(start_logits, end_logits, context_mask, cls_index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """p(start), p(end) per token of one window: softmax over the passage tokens plus [CLS] (0 elsewhere).
+
+    [CLS] stays in the softmax because it carries SQuAD2's "no answer".
+    """
+    start_logits = np.asarray(start_logits, dtype=np.float64)
+    end_logits = np.asarray(end_logits, dtype=np.float64)
+    allowed = np.asarray(context_mask, dtype=bool).copy()
+    ps, pe = np.zeros_like(start_logits), np.zeros_like(end_logits)
+    if not allowed.any():
+        return ps, pe
+    allowed[cls_index] = True
+    idx = np.flatnonzero(allowed)
+    ps[idx] = _softmax(start_logits[idx])
+    pe[idx] = _softmax(end_logits[idx])
+    return ps, pe
+
+
+@dataclass(frozen=True)
+class Candidate:
+    start: int  # character offsets into the context; (0, 0) for "no answer"
+    end: int
+    score: float  # p(start) * p(end) in its window; for "no answer": the null score
+    window: int  # -1 for "no answer"
+
+    @property
+    def is_null(self) -> bool:
+        return self.window < 0
+
+
+def rank_spans(start_logits, end_logits, offsets, context_mask, *, word_ids=None, max_answer_tokens: int = 30,
+               k: int = 2, cls_index: int = 0, per_window: int = 20, with_null: bool = True) -> list[Candidate]:
+    """The `k` best distinct answers over all windows, best first (a pure function of logits and offsets).
 
     start_logits, end_logits: (W, T) arrays; offsets: (W, T, 2); context_mask: (W, T) bool;
-    word_ids: optional (W, T) word index per token (-1 for none). With it, a span that
-    starts or ends inside a word ("##entific") is widened to whole words, so an
-    answer is never a fragment of a word.
+    word_ids: optional (W, T) word index per token (-1 for none). A span is allowed when
+    start <= end, both in the passage, at most `max_answer_tokens` long and not empty
+    text; with `word_ids`, a span that starts or ends inside a word ("##entific") is
+    widened to whole words (its score stays the model's own), and spans that widen to
+    the same characters count once, at their best score. With `with_null`, SQuAD2's "no
+    answer" is a candidate too, scored by the lowest [CLS] score over windows; on a tie
+    a real span ranks first.
     """
     start_logits = np.asarray(start_logits, dtype=np.float64).reshape(len(context_mask), -1)
     end_logits = np.asarray(end_logits, dtype=np.float64).reshape(len(context_mask), -1)
     offsets = np.asarray(offsets)
     context_mask = np.asarray(context_mask, dtype=bool)
+    wids = None if word_ids is None else np.asarray(word_ids)
     if max_answer_tokens < 1:
         raise ValueError("max_answer_tokens must be >= 1")
-    best = (-1.0, -1, 0, 0)  # score, window, start_char, end_char
+    best: dict[tuple[int, int], Candidate] = {}
     null = np.inf
     for w in range(len(context_mask)):
-        allowed = context_mask[w].copy()
-        if not allowed.any():
+        if not context_mask[w].any():
             continue
-        allowed[cls_index] = True  # [CLS] stays in the softmax: it carries "no answer"
-        idx = np.flatnonzero(allowed)
-        ps = np.zeros_like(start_logits[w])
-        pe = np.zeros_like(end_logits[w])
-        ps[idx] = _softmax(start_logits[w][idx])
-        pe[idx] = _softmax(end_logits[w][idx])
+        ps, pe = window_probs(start_logits[w], end_logits[w], context_mask[w], cls_index)
         null = min(null, ps[cls_index] * pe[cls_index])
         ps = np.where(context_mask[w], ps, 0.0)
         pe = np.where(context_mask[w], pe, 0.0)
         # scores[i, j] = p_start(i) * p_end(j), kept only for i <= j < i + max_answer_tokens
         T = len(ps)
-        scores = np.triu(np.outer(ps, pe)) - np.triu(np.outer(ps, pe), k=max_answer_tokens)
+        outer = np.outer(ps, pe)
+        scores = np.triu(outer) - np.triu(outer, k=max_answer_tokens)
         # an empty-text span (a token with no characters) is no answer at all
         empty = offsets[w, :, 1] <= offsets[w, :, 0]
         scores[empty, :] = 0.0
         scores[:, empty] = 0.0
-        flat = int(np.argmax(scores))
-        i, j = divmod(flat, T)
-        top = float(scores[i, j])
-        if top > best[0] and top > 0:
-            if word_ids is not None:  # widen to whole words (the score stays the model's own)
-                wid = np.asarray(word_ids)[w]
+        flat = scores.ravel()
+        n = min(max(per_window, k), flat.size)
+        top = np.argpartition(-flat, n - 1)[:n]
+        for f in top[np.argsort(-flat[top], kind="stable")]:
+            sc = float(flat[f])
+            if sc <= 0:
+                break
+            i, j = divmod(int(f), T)
+            if wids is not None:  # widen to whole words (the score stays the model's own)
+                wid = wids[w]
                 while i > 0 and wid[i] >= 0 and wid[i - 1] == wid[i] and context_mask[w, i - 1]:
                     i -= 1
                 while j + 1 < T and wid[j] >= 0 and wid[j + 1] == wid[j] and context_mask[w, j + 1]:
                     j += 1
-            best = (top, w, int(offsets[w, i, 0]), int(offsets[w, j, 1]))
-    null = 0.0 if null == np.inf else float(null)
-    score, w, s, e = best
-    if w < 0 or (allow_null and null > score):
+            key = (int(offsets[w, i, 0]), int(offsets[w, j, 1]))
+            if key not in best or sc > best[key].score:
+                best[key] = Candidate(key[0], key[1], sc, w)
+    out = sorted(best.values(), key=lambda c: -c.score)
+    if with_null:
+        null_c = Candidate(0, 0, 0.0 if null == np.inf else float(null), -1)
+        at = next((i for i, c in enumerate(out) if null_c.score > c.score), len(out))
+        out.insert(at, null_c)
+    return out[:k]
+
+
+def null_score(start_logits, end_logits, context_mask, cls_index: int = 0) -> float:
+    """SQuAD2's "no answer" score: the lowest p_start([CLS]) * p_end([CLS]) over windows."""
+    start_logits = np.asarray(start_logits, dtype=np.float64).reshape(len(context_mask), -1)
+    end_logits = np.asarray(end_logits, dtype=np.float64).reshape(len(context_mask), -1)
+    null = np.inf
+    for w in range(len(context_mask)):
+        if np.asarray(context_mask[w]).any():
+            ps, pe = window_probs(start_logits[w], end_logits[w], context_mask[w], cls_index)
+            null = min(null, ps[cls_index] * pe[cls_index])
+    return 0.0 if null == np.inf else float(null)
+
+
+def best_span(start_logits, end_logits, offsets, context_mask, *, word_ids=None, max_answer_tokens: int = 30,
+              allow_null: bool = True, cls_index: int = 0) -> Span:
+    """Best answer span over all windows (see `rank_spans`). Pure function of logits and offsets.
+
+    start_logits, end_logits: (W, T) arrays; offsets: (W, T, 2); context_mask: (W, T) bool;
+    word_ids: optional (W, T) word index per token (-1 for none): spans are widened to whole words.
+    SQuAD2 "no answer" (start = end = 0, window -1) wins when the [CLS] null score beats every span.
+    """
+    top = rank_spans(start_logits, end_logits, offsets, context_mask, word_ids=word_ids,
+                     max_answer_tokens=max_answer_tokens, k=1, cls_index=cls_index, with_null=False)
+    null = null_score(start_logits, end_logits, context_mask, cls_index)
+    if not top or (allow_null and null > top[0].score):
         return Span(0, 0, null, -1, null)
-    return Span(s, e, score, w, null)
+    c = top[0]
+    return Span(c.start, c.end, c.score, c.window, null)

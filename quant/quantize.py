@@ -42,43 +42,117 @@ class QuantConfig:
     embeddings: bool = False  # also quantize nn.Embedding (8-bit weight-only); -38% size, same speed
     engine: str = "auto"  # quantized engine: "auto" = fastest measured here, or one of ENGINES
     torchscript: bool = True  # run the INT8 model traced + frozen (same outputs, less Python/dispatch overhead)
+    per_channel: bool = False  # one weight scale per output channel instead of one per tensor
+    keep_fp32: tuple[str, ...] = ()  # nn.Linear module names (or globs) left in FP32: selective quantization
 
     def __post_init__(self):
         if self.engine != "auto" and self.engine not in ENGINES:
             raise ValueError(f"engine must be 'auto' or one of {', '.join(ENGINES)}; got {self.engine!r}")
+        keep = self.keep_fp32
+        if isinstance(keep, str):
+            keep = keep.split(",")
+        keep = tuple(dict.fromkeys(k.strip() for k in keep if k and k.strip()))
+        object.__setattr__(self, "keep_fp32", keep)  # frozen: normalise once, here
 
     def __str__(self) -> str:
         emb = "Linear + Embedding" if self.embeddings else "Linear only"
-        ts = ", TorchScript" if self.torchscript else ""
-        return f"dynamic INT8 ({emb}, engine={self.engine}{ts})"
+        parts = [emb, "per-channel weights" if self.per_channel else "per-tensor weights", f"engine={self.engine}"]
+        if self.keep_fp32:
+            parts.append(f"{len(self.keep_fp32)} Linear kept in FP32")
+        if self.torchscript:
+            parts.append("TorchScript")
+        return f"dynamic INT8 ({', '.join(parts)})"
 
 
-def _backend_quantize(model: nn.Module, embeddings: bool) -> nn.Module:
-    """The one call into PyTorch's quantization backend. Mutates and returns `model`."""
+def linear_names(model: nn.Module) -> list[str]:
+    """Module paths of every float nn.Linear in `model`, in definition order."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and type(m).__module__.startswith("torch.nn")]
+
+
+def compact_names(names: list[str]) -> str:
+    """`bert.encoder.layer.{0..5}.attention.self.query, ..., qa_outputs` — a long name list, readable."""
+    import re
+
+    groups: dict[str, list[int]] = {}
+    order: list[str] = []
+    for n in names:
+        m = re.search(r"\.(\d+)\.", n)
+        key = n if m is None else n[:m.start()] + ".{}." + n[m.end():]
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        if m is not None:
+            groups[key].append(int(m.group(1)))
+    out = []
+    for key in order:
+        idx = sorted(groups[key])
+        if not idx:
+            out.append(key)
+        elif idx == list(range(idx[0], idx[-1] + 1)) and len(idx) > 1:
+            out.append(key.replace("{}", "{%d..%d}" % (idx[0], idx[-1])))
+        else:
+            out.append(key.replace("{}", "{" + ",".join(map(str, idx)) + "}"))
+    return ", ".join(out)
+
+
+def resolve_keep_fp32(model: nn.Module, patterns) -> tuple[str, ...]:
+    """Exact Linear names (in model order) for `patterns` (names or fnmatch globs such as `*.output.dense`).
+
+    Raises ValueError naming what matched nothing and listing the valid names.
+    """
+    import fnmatch
+
+    names = linear_names(model)
+    patterns = QuantConfig(keep_fp32=patterns).keep_fp32
+    chosen: set[str] = set()
+    unknown = []
+    for p in patterns:
+        hits = [n for n in names if n == p or fnmatch.fnmatchcase(n, p)]
+        if not hits:
+            unknown.append(p)
+        chosen.update(hits)
+    if unknown:
+        raise ValueError(f"--keep-fp32: no nn.Linear named {', '.join(map(repr, unknown))} in this model; "
+                         f"valid names: {compact_names(names)}")
+    return tuple(n for n in names if n in chosen)
+
+
+def _backend_quantize(model: nn.Module, embeddings: bool, per_channel: bool = False,
+                      keep_fp32: tuple[str, ...] = ()) -> nn.Module:
+    """The one call into PyTorch's quantization backend. Mutates and returns `model`.
+
+    `keep_fp32` holds exact module names; a name mapped to None in the spec is left float.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
         from torch.ao.quantization import (
             default_dynamic_qconfig,
             float_qparams_weight_only_qconfig,
+            per_channel_dynamic_qconfig,
             quantize_dynamic,
         )
 
-        spec: dict = {nn.Linear: default_dynamic_qconfig}
+        spec: dict = {nn.Linear: per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig}
         if embeddings:
             spec[nn.Embedding] = float_qparams_weight_only_qconfig
+        for name in keep_fp32:
+            spec[name] = None
         return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
 
 
 def quantize(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
     """Return a new, dynamically INT8-quantized copy of `model` (the input is not changed).
 
-    Uses the quantized engine currently set (see `use_engine`); weights are
-    packed for that engine, so pick the engine first.
+    Every nn.Linear is quantized except those `config.keep_fp32` names (an
+    unknown name raises ValueError listing the valid ones). Uses the quantized
+    engine currently set (see `use_engine`); weights are packed for that
+    engine, so pick the engine first.
     """
     config = config or QuantConfig()
+    keep = resolve_keep_fp32(model, config.keep_fp32)
     if config.engine != "auto":
         use_engine(config.engine)
-    qmodel = _backend_quantize(copy.deepcopy(model), config.embeddings)
+    qmodel = _backend_quantize(copy.deepcopy(model), config.embeddings, config.per_channel, keep)
     return qmodel.eval()
 
 
@@ -246,15 +320,22 @@ def save_artifact(qmodel: nn.Module, tokenizer, out_dir: str | Path, config: Qua
     qmodel.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
     torch.save(qmodel.state_dict(), out / ARTIFACT_WEIGHTS)
+    src = Path(source_model).expanduser()
     manifest = {
         "format": ARTIFACT_FORMAT,
-        "source_model": source_model,
-        "quant_config": asdict(config),
+        "source_model": str(src.resolve()) if src.exists() else source_model,
+        "quant_config": {**asdict(config), "keep_fp32": list(_kept_names(qmodel))},  # exact names, not globs
+        "layers": count_quantized(qmodel),
         "engine": engine,
         "torch": torch.__version__,
     }
     (out / ARTIFACT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
+
+
+def _kept_names(qmodel: nn.Module) -> tuple[str, ...]:
+    """Names of the nn.Linear layers still in FP32 in a quantized model."""
+    return tuple(linear_names(qmodel))
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -273,7 +354,8 @@ def load_artifact(path: str | Path):
     manifest = json.loads((path / ARTIFACT_MANIFEST).read_text())
     if manifest.get("format") != ARTIFACT_FORMAT:
         raise ValueError(f"{path}: not a QuantQA INT8 artifact (format {manifest.get('format')!r})")
-    qc = QuantConfig(**manifest["quant_config"])
+    known = set(QuantConfig.__dataclass_fields__)
+    qc = QuantConfig(**{k: v for k, v in manifest["quant_config"].items() if k in known})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TypedStorage notice from quantized tensors
         state = torch.load(path / ARTIFACT_WEIGHTS, map_location="cpu", weights_only=True)
@@ -281,7 +363,7 @@ def load_artifact(path: str | Path):
         use_engine(manifest["engine"])
     config = AutoConfig.from_pretrained(path)
     skeleton = AutoModelForQuestionAnswering.from_config(config).eval()
-    qmodel = _backend_quantize(skeleton, qc.embeddings)
+    qmodel = _backend_quantize(skeleton, qc.embeddings, qc.per_channel, resolve_keep_fp32(skeleton, qc.keep_fp32))
     qmodel.load_state_dict(state, strict=True)
     tokenizer = AutoTokenizer.from_pretrained(path)
     return tokenizer, qmodel.eval(), manifest

@@ -38,3 +38,23 @@ def state_dict_bytes(model: torch.nn.Module) -> int:
 
 def state_dict_mib(model: torch.nn.Module) -> float:
     return state_dict_bytes(model) / MIB
+
+
+def graph_state_mib(gm: torch.fx.GraphModule) -> float:
+    """Bytes of `torch.save` of the tensors an FX graph actually reads (its get_attr targets), in MiB.
+
+    A PT2E-converted graph keeps the original FP32 weights as parameters that
+    nothing reads any more, next to the int8 constants it uses; its plain
+    state_dict would count both.
+    """
+    used = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            obj = gm
+            for part in str(node.target).split("."):
+                obj = getattr(obj, part)
+            if isinstance(obj, torch.Tensor):
+                used[str(node.target)] = obj
+    sink = _CountingSink()
+    torch.save(used, sink)
+    return sink.n / MIB

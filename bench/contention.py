@@ -1,0 +1,132 @@
+"""Latency with a busy neighbour: int8-cpu quiet vs with CPU-bound competitors, per OpenMP wait policy.
+
+    python bench/contention.py --model DIR [--tokens 160] [--runs 20] [--competitors 1]
+           [--policies default,spin1000,passive,threads1,quantqa] [--json]
+
+Hosted demos rarely have the cores to themselves. PyTorch's OpenMP threads
+spin-wait at every barrier; when a core is taken by another process, the
+thread on it is descheduled and the others spin until it comes back, so a
+2-thread forward can get many times slower. Each policy runs in its own
+process (OpenMP reads its environment when torch loads), which times the model
+quiet, then with `--competitors` busy-loop processes (each bounded by a
+deadline and killed at the end), then quiet and busy again; medians over both
+phases of each kind. The app's policy is `quantqa` (quant/threads.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICIES = {
+    "default": {},  # libgomp's own: spin, then sleep
+    "spin1000": {"GOMP_SPINCOUNT": "1000"},
+    "spin10000": {"GOMP_SPINCOUNT": "10000"},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "threads1": {"QUANTQA_BENCH_THREADS": "1"},
+    "quantqa": {"QUANTQA_THREAD_POLICY": "auto"},  # what app.py does (see quant/threads.py)
+}
+
+CHILD = r"""
+import json, os, statistics, subprocess, sys, time
+sys.path.insert(0, sys.argv[1])
+import quant.threads as qt
+policy = qt.apply_policy()   # before torch loads: the app's own start-up path (no-op unless QUANTQA_THREAD_POLICY)
+import torch
+from quant import Comparator
+threads = int(os.environ.get("QUANTQA_BENCH_THREADS", "0")) or None
+comp = Comparator(sys.argv[2], threads=threads, variants=("int8-cpu",), log=None)
+tok = comp.tokenizer
+n = int(sys.argv[3]); runs = int(sys.argv[4]); k = int(sys.argv[5])
+g = torch.Generator().manual_seed(0)
+ids = torch.randint(1000 if len(tok) > 2000 else 5, len(tok), (1, n), generator=g)
+x = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+m = comp.model("int8-cpu")
+def timed(r):
+    out = []
+    with torch.inference_mode():
+        m(**x)
+        for _ in range(r):
+            t = time.perf_counter(); m(**x); out.append((time.perf_counter() - t) * 1e3)
+    return out
+def busy():
+    pin = os.environ.get("QUANTQA_BENCH_PIN", "")
+    code = ("import os, time\n" + (f"os.sched_setaffinity(0, {{{pin}}})\n" if pin else "") +
+            "end = time.time() + 120\nwhile time.time() < end:\n    pass\n")
+    return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(k)]
+quiet, contended = [], []
+for phase in range(2):
+    quiet += timed(runs)
+    procs = busy()
+    try:
+        time.sleep(0.5)
+        contended += timed(runs)
+    finally:
+        for p in procs:
+            p.kill(); p.wait()
+    time.sleep(0.5)
+print(json.dumps({"threads": torch.get_num_threads(), "policy": policy.describe(),
+                  "quiet": statistics.median(quiet), "contended": statistics.median(contended)}))
+"""
+
+
+def run_policy(name: str, model: str, tokens: int, runs: int, competitors: int, pin: int | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOMP_", "OMP_", "QUANTQA_THREAD"))}
+    env.update(POLICIES[name])
+    if pin is not None:
+        env["QUANTQA_BENCH_PIN"] = str(pin)
+    p = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), model, str(tokens), str(runs), str(competitors)],
+                       capture_output=True, text=True, env=env, timeout=1800)
+    if p.returncode != 0:
+        raise RuntimeError(f"{name}: {p.stderr.strip().splitlines()[-1:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="model folder or hub id (e.g. tests/tinymodels.py bert-base DIR)")
+    ap.add_argument("--tokens", type=int, default=160)
+    ap.add_argument("--runs", type=int, default=20, help="timed runs per phase (two quiet and two busy phases)")
+    ap.add_argument("--competitors", type=int, default=1, help="busy-loop processes during the busy phases")
+    ap.add_argument("--pin", type=int, default=None, metavar="CORE",
+                    help="pin the competitors to this core (a neighbour that holds one core, the worst case)")
+    ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated: {', '.join(POLICIES)}")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    names = [p.strip() for p in a.policies.split(",") if p.strip()]
+    bad = [p for p in names if p not in POLICIES]
+    if bad:
+        ap.error(f"unknown policy {', '.join(bad)}; choose from {', '.join(POLICIES)}")
+    rows = []
+    for name in names:
+        t0 = time.time()
+        r = run_policy(name, a.model, a.tokens, a.runs, a.competitors, a.pin)
+        r.update(name=name, ratio=r["contended"] / r["quiet"], seconds=round(time.time() - t0, 1))
+        rows.append(r)
+        print(f"[contention] {name}: quiet {r['quiet']:.1f} ms, busy {r['contended']:.1f} ms", file=sys.stderr,
+              flush=True)
+    base = next((r["quiet"] for r in rows if r["name"] == "default"), None)
+    if a.json:
+        print(json.dumps({"model": a.model, "tokens": a.tokens, "competitors": a.competitors, "pin": a.pin,
+                          "rows": rows}))
+        return 0
+    pinned = f", pinned to core {a.pin}" if a.pin is not None else ""
+    print(f"int8-cpu, {a.tokens} tokens, {a.competitors} busy competitor(s){pinned} in the busy phases; medians of "
+          f"{2 * a.runs} runs per cell\n")
+    print(f"{'policy':<10} {'threads':>7} {'quiet ms':>9} {'busy ms':>9} {'busy/quiet':>11} {'quiet vs default':>17}  what")
+    for r in rows:
+        rel = f"{r['quiet'] / base:.2f}x" if base else "-"
+        print(f"{r['name']:<10} {r['threads']:>7} {r['quiet']:9.1f} {r['contended']:9.1f} {r['ratio']:10.2f}x "
+              f"{rel:>17}  {r['policy']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Static INT8 (PT2E + X86 Inductor quantizer), compiled once with AOTInductor and cached on disk.
+
+Dynamic INT8 (quantize.py) quantizes activations at every call and leaves the
+FP32 work around the int8 GEMMs alone. Static INT8 fixes every activation
+scale ahead of time from calibration data, quantizes the attention matmuls
+too, and lets Inductor fuse the rest (quantize / dequantize, bias, GELU,
+LayerNorm) into compiled C++ — the recipe PyTorch maintains in torchao
+(`torchao.quantization.pt2e`; torch.ao eager mode is deprecated).
+
+Recipe: the FP32 model with eager attention (so the attention matmuls are
+visible to the quantizer) -> torch.export (batch 1, sequence 8-384 dynamic;
+windows run one after another: a package with a dynamic batch dimension
+measured ~6% slower at 160 tokens on bert-base)
+-> X86InductorQuantizer (uint8 activations per tensor, static; int8 weights
+per output channel) -> calibration on `CALIBRATION` (the app's example
+passages, each window once) -> convert -> AOTInductor package (freezing on;
+never max-autotune: in torch 2.13 its int8 GEMM template gave wrong BERT
+outputs) -> a parity check of the compiled package against the eager
+quantized graph on 16/64/160/384 tokens and a padded batch (logits SQNR >=
+`PARITY_DB`), or nothing is kept.
+
+Cache: `<cache>/<key>.pt2` + `<key>.json` (+ `<key>.probes.pt`, the parity
+references), key = sha256 of the FP32 weights, config, tokenizer, recipe
+version, calibration texts, torch/torchao versions and CPU flags. A warm start
+loads the package (~0.4 s for bert-base) and re-checks it on the stored probes.
+Default cache: $QUANTQA_CACHE or ~/.cache/quantqa.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .size import graph_state_mib
+
+RECIPE = "pt2e-x86-inductor-static/2 (eager attention, matmuls int8, per-channel weights, histogram observer, batch 1)"
+PARITY_DB = 20.0  # compiled vs eager quantized graph; rounding differences give ~30 dB, a broken kernel < 0 dB
+MIN_SEQ = 8
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "examples.json"
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("QUANTQA_CACHE", Path.home() / ".cache" / "quantqa")) / "static"
+
+
+def calibration_texts() -> list[tuple[str, str]]:
+    """(question, passage) pairs used for calibration: the app's examples (assets/examples.json)."""
+    data = json.loads(ASSETS.read_text(encoding="utf-8"))
+    return [(e["question"], e["passage"]) for e in data]
+
+
+class StaticUnavailable(RuntimeError):
+    """Static INT8 cannot be built here; the message says why (shown on the card)."""
+
+
+class _Out:
+    __slots__ = ("start_logits", "end_logits")
+
+    def __init__(self, s, e):
+        self.start_logits, self.end_logits = s, e
+
+
+class _Positional(nn.Module):
+    def __init__(self, model: nn.Module, names: tuple[str, ...]):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args):
+        out = self.model(**dict(zip(self.names, args)), return_dict=True)
+        return out.start_logits, out.end_logits
+
+
+class StaticQA(nn.Module):
+    """The compiled package, called like a transformers QA model: `m(**inputs).start_logits`.
+
+    Inputs shorter than `MIN_SEQ` tokens are padded (attention mask 0) and the
+    logits cut back; the rows of a batch (windows) run one after another.
+    """
+
+    def __init__(self, runner, names: tuple[str, ...], pad_id: int, size_mib: float, info: dict):
+        super().__init__()
+        self.runner, self.names, self.pad_id = runner, names, pad_id
+        self.size_mib, self.info = size_mib, info
+
+    def forward(self, **inputs):
+        x = [inputs[k] for k in self.names]
+        b, t = x[0].shape
+        if t < MIN_SEQ:
+            pad = MIN_SEQ - t
+            x = [torch.nn.functional.pad(v, (0, pad), value=self.pad_id if k == "input_ids" else 0)
+                 for k, v in zip(self.names, x)]
+        s, e = _run_rows(self.runner, x)
+        return _Out(s[:, :t], e[:, :t])
+
+
+def _run_rows(runner, x: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The package takes batch 1: run each row (window), concatenate the logits."""
+    outs = [runner([v[i:i + 1].contiguous() for v in x]) for i in range(x[0].shape[0])]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def _sqnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    from .inspect import sqnr_db
+
+    return sqnr_db(a, b)
+
+
+def _cpu_flags() -> str:
+    from .env import _cpuinfo
+
+    name, flags = _cpuinfo()
+    keep = sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "sse4")))
+    return name + "|" + ",".join(keep)
+
+
+def cache_key(fp32: nn.Module, tokenizer, max_length: int, calib: list[tuple[str, str]]) -> str:
+    import torchao
+
+    h = hashlib.sha256()
+    for k, v in sorted(fp32.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().cpu().numpy().tobytes())
+    h.update(fp32.config.to_json_string().encode())
+    h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    h.update(json.dumps([RECIPE, max_length, calib, torch.__version__, torchao.__version__, _cpu_flags()]).encode())
+    return h.hexdigest()[:24]
+
+
+def _load_runner(path: Path):
+    """The fast loader where this torch has it (0.2-0.4 s), else the public one."""
+    try:
+        loader = torch._C._aoti.AOTIModelPackageLoader(str(path), "model", False, 1, -1)
+        return lambda xs: loader.run(xs), "AOTIModelPackageLoader"
+    except Exception:  # older / newer torch: the public API
+        pkg = torch._inductor.aoti_load_package(str(path))
+        return lambda xs: pkg(*xs), "aoti_load_package"
+
+
+def _probes(tokenizer, names, max_length: int) -> list[list[torch.Tensor]]:
+    """16, 64, 160 and max-length tokens (batch 1), and a padded batch of two."""
+    g = torch.Generator().manual_seed(0)
+    lo = 1000 if len(tokenizer) > 2000 else 5
+    out = []
+    for n in (16, 64, 160, max_length):
+        ids = torch.randint(lo, len(tokenizer), (1, n), generator=g)
+        ids[0, 0] = tokenizer.cls_token_id or 0
+        ids[0, -1] = tokenizer.sep_token_id or 0
+        d = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        out.append([d[k] for k in names])
+    e = tokenizer(["Where was it?", "When did the long story begin?"],
+                  ["It was in Paris in 1900.", "The story began in the winter of 1901 in a small town. " * 4],
+                  padding=True, return_tensors="pt")
+    out.append([e[k] for k in names])
+    return out
+
+
+def _check_parity(runner, probes, refs, what: str) -> list[float]:
+    dbs = []
+    with torch.inference_mode():
+        for x, (rs, re_) in zip(probes, refs):
+            s, e = _run_rows(runner, x)
+            mask = x[1].bool() if len(x) > 1 else torch.ones_like(x[0], dtype=torch.bool)
+            db = min(_sqnr(rs[mask], s[mask]), _sqnr(re_[mask], e[mask]))
+            dbs.append(db)
+            if not db >= PARITY_DB:
+                raise StaticUnavailable(f"{what}: compiled outputs differ from the eager quantized graph at input "
+                                        f"shape {tuple(x[0].shape)} (logits SQNR {db:.1f} dB < {PARITY_DB:.0f} dB)")
+    return dbs
+
+
+@dataclass
+class BuildInfo:
+    key: str
+    path: str
+    build_s: float | None  # None when loaded from the cache
+    load_s: float
+    loader: str
+    parity_db: list[float]
+    size_mib: float
+    cached: bool
+
+    def describe(self) -> str:
+        how = f"loaded from cache in {self.load_s:.1f} s" if self.cached else f"built in {self.build_s:.0f} s"
+        return f"{how}; parity vs eager quantized graph >= {min(self.parity_db):.1f} dB ({self.loader})"
+
+
+def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = None, max_length: int = 384,
+                 calibration: list[tuple[str, str]] | None = None, source_id: str = "",
+                 log: Callable[[str], None] | None = None) -> StaticQA:
+    """The static INT8 model for `fp32`, from the cache or built (minutes on bert-base) and cached.
+
+    Raises StaticUnavailable with a readable reason when it cannot be built here.
+    """
+    log = log or (lambda m: None)
+    if fp32 is None:
+        raise StaticUnavailable("there is no FP32 model to quantize")
+    try:
+        import torchao  # noqa: F401
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+    except ImportError as exc:
+        raise StaticUnavailable(f"torchao is not installed ({exc.name}); pip install -r requirements.txt") from None
+    if not hasattr(torch._inductor, "aoti_compile_and_package"):
+        raise StaticUnavailable(f"this torch ({torch.__version__}) has no AOTInductor packaging")
+    import shutil
+
+    if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")):
+        raise StaticUnavailable("no C++ compiler found (Inductor compiles C++); install g++")
+    calib = calibration if calibration is not None else calibration_texts()
+    names = tuple(k for k in INPUT_NAMES if k in tokenizer.model_input_names)
+    cache = Path(cache_dir) if cache_dir else default_cache()
+    key = cache_key(fp32, tokenizer, max_length, calib)
+    pkg, meta_path, probe_path = cache / f"{key}.pt2", cache / f"{key}.json", cache / f"{key}.probes.pt"
+    pad_id = tokenizer.pad_token_id or 0
+    if pkg.is_file() and meta_path.is_file() and probe_path.is_file():
+        t0 = time.perf_counter()
+        runner, how = _load_runner(pkg)
+        stored = torch.load(probe_path, weights_only=True)
+        dbs = _check_parity(runner, stored["inputs"], stored["refs"], "cached static INT8 package")
+        meta = json.loads(meta_path.read_text())
+        info = BuildInfo(key, str(pkg), meta.get("build_s"), time.perf_counter() - t0, how, dbs, meta["size_mib"], True)
+        log(f"[quantqa] int8-static-cpu: {info.describe()}")
+        return StaticQA(runner, names, pad_id, meta["size_mib"], info.__dict__)
+
+    t_build = time.perf_counter()
+    log(f"[quantqa] int8-static-cpu: first build for this model and machine (export, calibrate, compile; "
+        f"~1-2 min on bert-base, then cached in {cache}) ...")
+    m = copy.deepcopy(fp32).eval()
+    try:
+        m.set_attn_implementation("eager")  # the attention matmuls become visible (and quantizable)
+    except Exception:
+        pass
+    wrapped = _Positional(m, names).eval()
+    from .qa import encode
+
+    calib_inputs = []
+    for q, c in calib:
+        enc = encode(tokenizer, q, c, max_length=max_length)
+        for w in range(enc.n_windows):
+            n = int(enc.inputs["attention_mask"][w].sum())
+            calib_inputs.append([enc.inputs[k][w:w + 1, :n] for k in names])
+    example = calib_inputs[0]  # batch 1 (export specialises the size-1 dimension: the package takes batch 1)
+    seq = torch.export.Dim("seq", min=MIN_SEQ, max=max_length)
+    dyn = {k: {1: seq} for k in names}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+        try:
+            t0 = time.perf_counter()
+            ep = torch.export.export(wrapped, tuple(example), dynamic_shapes={"args": tuple(dyn[k] for k in names)})
+            quantizer = xiq.X86InductorQuantizer()
+            quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+            prepared = prepare_pt2e(ep.module(), quantizer)
+            for x in calib_inputs:
+                prepared(*x)
+            converted = convert_pt2e(prepared)
+            move_exported_model_to_eval(converted)
+            log(f"[quantqa] int8-static-cpu: exported and calibrated on {len(calib_inputs)} windows "
+                f"in {time.perf_counter() - t0:.0f} s; compiling with AOTInductor ...")
+            size = graph_state_mib(converted)  # the int8 weights it uses, not the dead FP32 ones
+            probes = _probes(tokenizer, names, max_length)
+            refs = [tuple(t.clone() for t in _run_rows(lambda xs: converted(*xs), x)) for x in probes]
+            ep2 = torch.export.export(converted, tuple(example), dynamic_shapes=[dyn[k] for k in names])
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = cache / f"{key}.{os.getpid()}.tmp.pt2"
+            t0 = time.perf_counter()
+            torch._inductor.aoti_compile_and_package(ep2, package_path=str(tmp),
+                                                     inductor_configs={"freezing": True, "max_autotune": False})
+            log(f"[quantqa] int8-static-cpu: compiled in {time.perf_counter() - t0:.0f} s; checking parity ...")
+        except StaticUnavailable:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise StaticUnavailable(f"export / quantization / compilation failed: {type(exc).__name__}: {first}") from exc
+    t0 = time.perf_counter()
+    runner, how = _load_runner(tmp)
+    load_s = time.perf_counter() - t0
+    try:
+        dbs = _check_parity(runner, probes, refs, "static INT8 package")
+    except StaticUnavailable:
+        tmp.unlink(missing_ok=True)
+        raise
+    build_s = time.perf_counter() - t_build
+    torch.save({"inputs": probes, "refs": refs}, probe_path)
+    meta = {"key": key, "recipe": RECIPE, "source": source_id, "build_s": round(build_s, 1), "size_mib": size,
+            "parity_db": dbs, "torch": torch.__version__, "calibration_windows": len(calib_inputs)}
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, pkg)
+    info = BuildInfo(key, str(pkg), build_s, load_s, how, dbs, size, False)
+    log(f"[quantqa] int8-static-cpu: {info.describe()}")
+    return StaticQA(runner, names, pad_id, size, info.__dict__)
