@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, type=Path)
     ap.add_argument("--keep", default="3,8", help="numbers of most sensitive layers to keep in FP32")
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--static", action="store_true", help="add static INT8 (PT2E + AOTInductor, cached) as a row")
     a = ap.parse_args(argv)
     from quant.threads import apply_policy
 
@@ -61,8 +62,13 @@ def main(argv=None) -> int:
     mid = sorted(range(len(encs)), key=lambda i: lengths[i])[len(encs) // 2]
     x = encs[mid].inputs
     rows, fns = {}, {"fp32": (lambda: comp.fp32_eager(**x), None)}
-    for name, qc in configs.items():
-        m = quantize(comp.fp32_eager, qc)
+    models = {name: (quantize(comp.fp32_eager, qc), None) for name, qc in configs.items()}
+    if a.static:
+        from quant.static import build_static
+
+        st = build_static(comp.fp32_eager, comp.tokenizer, max_length=comp.max_length, log=print)
+        models["static (PT2E)"] = (st, st.size_mib)
+    for name, (m, size) in models.items():
         sq, agree, em = [], 0, 0
         with torch.inference_mode():
             for r, e, sp, ex in zip(ref, encs, ref_sp, exs):
@@ -74,8 +80,9 @@ def main(argv=None) -> int:
                 em += score(ex, ex.context[s2.start:s2.end])[0]
         sq.sort()
         rows[name] = {"agree": 100 * agree / len(encs), "em": 100 * em / len(encs), "min": sq[0],
-                      "p5": sq[len(sq) // 20], "median": statistics.median(sq), "mib": state_dict_mib(m)}
-        t = trace(m, comp.probes())
+                      "p5": sq[len(sq) // 20], "median": statistics.median(sq),
+                      "mib": size if size is not None else state_dict_mib(m)}
+        t = trace(m, comp.probes()) if size is None else m  # the static package is compiled already
         fns[name] = (lambda t=t: t(**x), None)
     timed = measure_interleaved(fns, runs=a.runs, warmup=2)
     fp32_ms = timed["fp32"][0].median
