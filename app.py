@@ -73,7 +73,6 @@ except ImportError:  # everywhere else: a no-op
 import html  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import math  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402

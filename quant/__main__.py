@@ -200,29 +200,29 @@ def cmd_quantize(args) -> int:
     import torch
 
     from .models import load_model, set_threads
-    from .quantize import choose_engine, count_quantized, quantize, resolve_keep_fp32, save_artifact
+    from .quantize import choose_engine, count_quantized, linear_names, quantize, save_artifact
     from .size import state_dict_mib
 
     set_threads(args.threads)
     loaded = load_model(args.model)
     qc = _quant_config(args)
-    qc = type(qc)(**{**qc.__dict__, "keep_fp32": resolve_keep_fp32(loaded.model, qc.keep_fp32)})
     cfg = loaded.model.config
     choice = choose_engine(qc.engine, cfg.hidden_size, getattr(cfg, "intermediate_size", 4 * cfg.hidden_size))
     qmodel = quantize(loaded.model, qc)
     out = save_artifact(qmodel, loaded.tokenizer, args.out, qc, choice.engine, loaded.model_id)
     fp32, int8 = state_dict_mib(loaded.model), state_dict_mib(qmodel)
     layers = count_quantized(qmodel)
+    kept = linear_names(qmodel)  # the exact names --keep-fp32 matched
     info = {"model": loaded.model_id, "out": str(out), "sizes_mib": {"fp32": round(fp32, 2), "int8": round(int8, 2)},
             "ratio": round(int8 / fp32, 4), "engine": choice.engine, "layers": layers,
-            "embeddings": qc.embeddings, "per_channel": qc.per_channel, "keep_fp32": list(qc.keep_fp32),
+            "embeddings": qc.embeddings, "per_channel": qc.per_channel, "keep_fp32": kept,
             "torch": torch.__version__}
     if args.json:
         print(json.dumps(info))
     else:
-        kept = f"; {len(qc.keep_fp32)} kept in FP32" if qc.keep_fp32 else ""
+        kept_note = f"; {len(kept)} kept in FP32" if kept else ""
         print(f"FP32: {fp32:8.2f} MiB\nINT8: {int8:8.2f} MiB  ({100 * int8 / fp32:.1f}% of FP32; "
-              f"{layers['linear_int8']} Linear layers quantized{kept}"
+              f"{layers['linear_int8']} Linear layers quantized{kept_note}"
               f"{', embeddings too' if qc.embeddings else ''}; engine {choice.engine})\n"
               f"wrote {out}  (serve it: python app.py --model {out})")
     return 0

@@ -8,9 +8,9 @@ all variants alike. Reported: median and p90 in ms, speed-up of the median vs
 `fp32-cpu`, and a header saying what machine this was.
 
 Variants and peers: see `VARIANTS` (python -m quant bench --list-variants).
-Peers live in .venv-peers (`make bench`), because transformers imports
-torchao's *and* onnxruntime's optional hooks where installed; each peer row is
-skipped with a note when its package is absent.
+ONNX Runtime is installed only in .venv-peers (`make bench`: it is not needed
+to run the app); torchao comes with requirements.txt. Each peer row is skipped
+with a note when its package is absent.
 
 ONNX Runtime's threads spin after each run (its default, and its fastest
 setting); in an interleaved loop that spinning would steal the cores of
@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +35,7 @@ import torch
 
 from . import env
 from .compare import Comparator
-from .quantize import QuantConfig, quantize, trace
+from .quantize import QuantConfig, quantize, trace_or_eager
 from .timing import measure_interleaved
 
 CPU_VARIANTS = ("fp32-cpu", "fp32-jit-cpu", "int8-eager-cpu", "int8-cpu", "int8-pc-cpu", "int8-emb-cpu",
@@ -297,21 +297,20 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
     def maybe_trace(m, name):
         if not quant.torchscript:
             return m
-        try:
-            return trace(m, probes)
-        except Exception as exc:
-            notes.append(f"{name}: TorchScript failed, eager ({type(exc).__name__})")
-            return m
+        m, failed = trace_or_eager(m, probes)
+        if failed:
+            notes.append(f"{name}: TorchScript failed, eager ({failed})")
+        return m
 
     if "int8-emb-cpu" in want:
         if not quant.embeddings:
-            emb = quantize(fp32, QuantConfig(**{**quant.__dict__, "embeddings": True, "engine": comp.engine}))
+            emb = quantize(fp32, replace(quant, embeddings=True, engine=comp.engine))
             sizes["int8_emb"] = state_dict_mib(emb)
             models["int8-emb-cpu"] = (maybe_trace(emb, "int8-emb-cpu"), "cpu")
         else:
             models["int8-emb-cpu"] = models["int8-cpu"]
     if "int8-pc-cpu" in want and not quant.per_channel:
-        pc = quantize(fp32, QuantConfig(**{**quant.__dict__, "per_channel": True, "engine": comp.engine}))
+        pc = quantize(fp32, replace(quant, per_channel=True, engine=comp.engine))
         sizes["int8_pc"] = state_dict_mib(pc)
         models["int8-pc-cpu"] = (maybe_trace(pc, "int8-pc-cpu"), "cpu")
     if quant.torchscript:

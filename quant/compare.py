@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import gc
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,10 +34,10 @@ import torch
 from . import env
 from .inputs import (MAX_CONTEXT_CHARS, MAX_WARMUP, MAX_WINDOW_RUNS, WINDOW_BATCH, InputError, check_inputs,
                      check_int, check_text, check_windows)
-from .models import DEFAULT_MODEL, ModelLoadError, describe_source, load_model, set_threads, source_kind
+from .models import DEFAULT_MODEL, ModelLoadError, describe_source, load_model, set_threads, source_kind, window_length
 from .qa import Encoded, best_span, encode
 from .quantize import (EngineChoice, QuantConfig, choose_engine, count_quantized, load_artifact, quantize,
-                       resolve_keep_fp32, trace)
+                       resolve_keep_fp32, trace_or_eager)
 from .size import state_dict_mib
 from .timing import LatencyStats, measure_interleaved, time_once
 
@@ -184,8 +184,7 @@ class Comparator:
                 self.quant.engine, hidden=cfg.hidden_size,
                 intermediate=getattr(cfg, "intermediate_size", 4 * cfg.hidden_size))
             log(f"[quantqa] quantized engine: {self.engine_choice.describe()}")
-            self.quant = QuantConfig(**{**self.quant.__dict__,
-                                        "keep_fp32": resolve_keep_fp32(fp32, self.quant.keep_fp32)})
+            self.quant = replace(self.quant, keep_fp32=resolve_keep_fp32(fp32, self.quant.keep_fp32))
             log(f"[quantqa] quantizing to INT8 ({self.quant}) ...")
             int8 = quantize(fp32, self.quant)
         self.fp32_eager = fp32
@@ -194,21 +193,21 @@ class Comparator:
         self.torchscript_note = "off"
         int8_runnable = int8
         if self.quant.torchscript:
-            try:
-                int8_runnable = trace(int8, self.probes())
-                self.torchscript_note = "on (traced + frozen; outputs checked equal to eager)"
-            except Exception as exc:  # an untraceable architecture: run eager, say why
-                self.torchscript_note = f"off: tracing failed ({type(exc).__name__}: {str(exc)[:120]})"
+            int8_runnable, failed = trace_or_eager(int8, self.probes())
+            self.torchscript_note = ("on (traced + frozen; outputs checked equal to eager)" if failed is None
+                                     else f"off: tracing failed ({failed})")
+            if failed:  # an untraceable architecture: run eager, say why
                 log(f"[quantqa] TorchScript {self.torchscript_note}; running INT8 eagerly")
         log("[quantqa] measuring sizes ...")
         self.sizes_mib: dict[str, float | None] = {"fp32": state_dict_mib(fp32) if fp32 is not None else None}
         if self.quant.embeddings:  # show both INT8 rows: the usual recipe and the one with 8-bit embeddings
-            plain = QuantConfig(**{**self.quant.__dict__, "embeddings": False})
+            plain = replace(self.quant, embeddings=False)
             self.sizes_mib["int8"] = state_dict_mib(quantize(fp32, plain)) if fp32 is not None else None
             self.sizes_mib["int8_emb"] = state_dict_mib(int8)
         else:
             self.sizes_mib["int8"] = state_dict_mib(int8)
         gc.collect()
+        self._inspector = self._mixed = None  # built on the first inspect()
         self._variants: dict[str, _Variant] = {}
         cuda_ok, cuda_line = env.cuda_status()
         for name in self.variant_names:
@@ -252,10 +251,8 @@ class Comparator:
                                  f"{str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}") from exc
         self.manifest = manifest
         self.tokenizer = tok
-        qc = manifest.get("quant_config", {})
-        known = set(QuantConfig.__dataclass_fields__)
-        self.quant = QuantConfig(**{**{k: v for k, v in qc.items() if k in known},
-                                    "torchscript": self.quant.torchscript, "engine": manifest.get("engine", "auto")})
+        self.quant = replace(QuantConfig.from_manifest(manifest.get("quant_config", {})),
+                             torchscript=self.quant.torchscript, engine=manifest.get("engine", "auto"))
         self.engine_choice = EngineChoice(torch.backends.quantized.engine, "from the artifact")
         src = manifest.get("source_model") or ""
         fp32 = None
@@ -268,8 +265,7 @@ class Comparator:
             self.fp32_reason = (f"this INT8 artifact's FP32 source model could not be loaded, so there is no "
                                 f"FP32 to run: {exc}")
             log(f"[quantqa] {self.fp32_reason}")
-            limit = int(getattr(int8.config, "max_position_embeddings", 512) or 512)
-            self.max_length = min(384, limit, 512)
+            self.max_length = window_length(int8.config, tok)
         return int8, fp32
 
     def _static_variant(self, fp32, cache, log) -> _Variant:
@@ -305,12 +301,12 @@ class Comparator:
 
     def static_info(self) -> str | None:
         """How the static INT8 variant was obtained (built / loaded from the cache), or None."""
+        from .static import describe_build
+
         v = self._variants.get(STATIC_VARIANT)
         if v is None or v.model is None:
             return None
-        i = v.model.info
-        how = f"loaded from the cache in {i['load_s']:.1f} s" if i["cached"] else f"built in {i['build_s']:.0f} s"
-        return f"{how}; parity with the eager quantized graph >= {min(i['parity_db']):.1f} dB; {i['path']}"
+        return f"{describe_build(v.model.info)}; {v.model.info['path']}"
 
     def availability(self) -> dict[str, str | None]:
         """variant -> None if it can run, else the reason it cannot."""
@@ -430,16 +426,9 @@ class Comparator:
 
     def _mixed_model(self, keep: tuple[str, ...]):
         """(runnable model, size MiB) for INT8 with `keep` (plus the configured keep_fp32) left in FP32."""
-        qc = QuantConfig(**{**self.quant.__dict__, "keep_fp32": tuple(self.quant.keep_fp32) + tuple(keep)})
-        eager = quantize(self.fp32_eager, qc)
-        size = state_dict_mib(eager)
-        runnable = eager
-        if self.quant.torchscript:
-            try:
-                runnable = trace(eager, self.probes())
-            except Exception:
-                pass
-        return runnable, size
+        eager = quantize(self.fp32_eager, replace(self.quant, keep_fp32=self.quant.keep_fp32 + tuple(keep)))
+        runnable = trace_or_eager(eager, self.probes())[0] if self.quant.torchscript else eager
+        return runnable, state_dict_mib(eager)
 
     def inspect(self, context: str, question: str, keep_least_precise: int = 0, runs: int = 5,
                 warmup: int = 1) -> dict[str, Any]:
@@ -457,10 +446,10 @@ class Comparator:
         n_q = self.layer_counts["linear_int8"]
         k = check_int(keep_least_precise, "Layers kept in FP32", 0, n_q)
         enc = self.encode_checked(context, question)
-        if getattr(self, "_inspector", None) is None:
+        if self._inspector is None:
             self._inspector = Inspector(self.fp32_eager, self.int8_eager, self.tokenizer, model_id=self.model_id,
                                         max_length=self.max_length, keep_fp32=self.quant.keep_fp32)
-            self._mixed = MixedModels(self.fp32_eager, self._mixed_model, capacity=3)
+            self._mixed = MixedModels(self._mixed_model, capacity=3)
         report = self._inspector.inspect(context, question, enc)
         d = report.to_dict()
         d.update(context=context, question=question)
@@ -493,9 +482,9 @@ class Comparator:
                       "sizes_mib": {n: round(size, 2) if size is not None else None
                                     for n, (_, size, _) in models.items()}}
         static = self._variants.get(STATIC_VARIANT)
-        if static is not None and static.model is not None:
+        if static is not None and static.model is not None and timed["fp32-cpu"][2] is None:
+            f_s, f_e = timed["fp32-cpu"][1]  # FP32's logits on these inputs, from the timed runs just made
             with torch.inference_mode():
-                f_s, f_e = run_windows(self.fp32_eager, enc.inputs)
                 s_s, s_e = run_windows(static.model, enc.inputs)
             mask = enc.inputs["attention_mask"].bool()
             ans = self._answer(STATIC_VARIANT, (s_s, s_e), enc, context, None)

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from .qa import Encoded, rank_spans, window_probs
+from .quantize import is_quantized_linear, linear_names
 
 KINDS = {  # module path suffix -> short kind (BERT naming)
     "attention.self.query": "query",
@@ -58,16 +59,26 @@ HEATMAP_KINDS = ("query", "key", "value", "attention output", "FFN in", "FFN out
 # ------------------------------------------------------------------------------------------- metrics
 
 
-def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB; math.inf when identical, -math.inf when `ref` is all zero."""
+def noise_ratio(ref: torch.Tensor, test: torch.Tensor) -> float:
+    """sum((ref - test)^2) / sum(ref^2): noise power relative to the signal (0 identical, inf if `ref` is 0)."""
     ref, test = ref.detach().double(), test.detach().double()
     noise = float(((ref - test) ** 2).sum())
-    signal = float((ref ** 2).sum())
     if noise == 0.0:
+        return 0.0
+    signal = float((ref ** 2).sum())
+    return noise / signal if signal else math.inf
+
+
+def ratio_db(ratio: float) -> float:
+    """A noise ratio in dB of SQNR: math.inf for no noise, -math.inf for no signal."""
+    if ratio == 0.0:
         return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / noise)
+    return -math.inf if ratio == math.inf else -10.0 * math.log10(ratio)
+
+
+def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB; math.inf when identical, -math.inf when `ref` is all zero."""
+    return ratio_db(noise_ratio(ref, test))
 
 
 def outlier_ratio(x: torch.Tensor, q: float = 0.999) -> float:
@@ -98,10 +109,6 @@ def layer_kind(name: str) -> tuple[str, int | None]:
         if name.endswith(suffix):
             return kind, int(m.group(1)) if m else None
     return "linear", int(m.group(1)) if m else None
-
-
-def is_quantized_linear(mod: nn.Module) -> bool:
-    return type(mod).__name__ == "Linear" and not type(mod).__module__.startswith("torch.nn")
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -166,7 +173,7 @@ class Report:
     def table(self, n: int = 8) -> str:
         """The CLI's text view: the least precise layers, depth, logits, margin."""
         lines = [f"model: {self.model}" + (f" | kept in FP32: {', '.join(self.keep_fp32)}" if self.keep_fp32 else ""),
-                 "", f"least precise INT8 layers (local SQNR: the layer alone, on the FP32 input):",
+                 "", "least precise INT8 layers (local SQNR: the layer alone, on the FP32 input):",
                  f"  {'layer':<50} {'SQNR dB':>8} {'weight dB':>10} {'max|x|':>9} {'outlier':>8}"]
         for x in self.worst(n):
             lines.append(f"  {x.name:<50} {x.sqnr_db:8.1f} {x.weight_sqnr_db:10.1f} {x.input_absmax:9.2f} "
@@ -217,9 +224,8 @@ class Inspector:
         self.fp32, self.int8, self.tokenizer = fp32.eval(), int8.eval(), tokenizer
         self.model_id, self.max_length = model_id, max_length
         self.keep_fp32 = list(keep_fp32)
-        fmods = dict(fp32.named_modules())
         qmods = dict(int8.named_modules())
-        self.names = [n for n, m in fmods.items() if isinstance(m, nn.Linear)]
+        self.names = linear_names(fp32)
         self.twins = {n: qmods[n] for n in self.names if n in qmods}
         missing = [n for n in self.names if n not in self.twins]
         if missing:
@@ -244,7 +250,8 @@ class Inspector:
 
         t0 = time.perf_counter()
         enc = enc or encode(self.tokenizer, question, context, max_length=self.max_length)
-        mask = enc.inputs["attention_mask"].bool() if "attention_mask" in enc.inputs else None
+        ids = enc.inputs["input_ids"]
+        m = enc.inputs.get("attention_mask", torch.ones_like(ids)).bool()  # (W, T): real tokens, not padding
         fmods = dict(self.fp32.named_modules())
         stats: dict[str, dict[str, float]] = {}
         wsq = self.weight_sqnr()
@@ -254,7 +261,6 @@ class Inspector:
 
             def hook(_mod, inputs, output):
                 x = inputs[0]
-                m = mask if mask is not None else torch.ones(x.shape[:2], dtype=torch.bool)
                 xr = _real_tokens(x, m)
                 st = {"absmax": float(xr.abs().max()) if xr.numel() else 0.0, "outlier": outlier_ratio(xr)}
                 if is_quantized_linear(twin):
@@ -272,7 +278,6 @@ class Inspector:
                 h.remove()
         with torch.inference_mode():
             q_out = self.int8(**enc.inputs, output_hidden_states=True)
-        m = mask if mask is not None else torch.ones(enc.inputs["input_ids"].shape, dtype=torch.bool)
         hidden = [sqnr_db(_real_tokens(a, m), _real_tokens(b, m))
                   for a, b in zip(f_out.hidden_states[1:], q_out.hidden_states[1:])]
         logits = {"start": sqnr_db(f_out.start_logits[m], q_out.start_logits[m]),
@@ -371,12 +376,12 @@ class MixedModels:
     Building one shares nothing mutable with the source models (quantize() copies).
     """
 
-    def __init__(self, fp32: nn.Module, build: Callable[[tuple[str, ...]], nn.Module], capacity: int = 3):
-        self.fp32, self.build, self.capacity = fp32, build, capacity
-        self._cache: OrderedDict[tuple[str, ...], nn.Module] = OrderedDict()
+    def __init__(self, build: Callable[[tuple[str, ...]], Any], capacity: int = 3):
+        self.build, self.capacity = build, capacity
+        self._cache: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self.builds = 0
 
-    def get(self, keep: list[str] | tuple[str, ...]) -> nn.Module:
+    def get(self, keep: list[str] | tuple[str, ...]) -> Any:
         key = tuple(sorted(keep))
         if key in self._cache:
             self._cache.move_to_end(key)

@@ -13,6 +13,10 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch loads on first use: `import quant` and every --help stay fast
+    import torch
 
 DEFAULT_MODEL = "deepset/bert-base-cased-squad2"
 
@@ -150,9 +154,12 @@ def load_model(model_id: str = DEFAULT_MODEL) -> LoadedModel:
             "and answers are located by the character offsets only a fast tokenizer gives."
         )
     model.eval()
-    limit = min(
-        int(getattr(model.config, "max_position_embeddings", 512) or 512),
-        int(tokenizer.model_max_length) if tokenizer.model_max_length < 1e6 else 512,
-        512,
-    )
-    return LoadedModel(model_id=model_id, tokenizer=tokenizer, model=model, max_length=min(384, limit))
+    return LoadedModel(model_id=model_id, tokenizer=tokenizer, model=model,
+                       max_length=window_length(model.config, tokenizer))
+
+
+def window_length(config, tokenizer) -> int:
+    """Tokens per window: 384 (the SQuAD convention), or less where the model or tokenizer allows less."""
+    limit = min(int(getattr(config, "max_position_embeddings", 512) or 512),
+                int(tokenizer.model_max_length) if tokenizer.model_max_length < 1e6 else 512, 512)
+    return min(384, limit)

@@ -18,6 +18,7 @@ torchao `quantize_` (pytorch/ao `torchao/quantization/quant_api.py`).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import platform
 import statistics
@@ -54,6 +55,11 @@ class QuantConfig:
         keep = tuple(dict.fromkeys(k.strip() for k in keep if k and k.strip()))
         object.__setattr__(self, "keep_fp32", keep)  # frozen: normalise once, here
 
+    @classmethod
+    def from_manifest(cls, d: dict) -> "QuantConfig":
+        """The config recorded in an artifact manifest (fields this version does not know are ignored)."""
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+
     def __str__(self) -> str:
         emb = "Linear + Embedding" if self.embeddings else "Linear only"
         parts = [emb, "per-channel weights" if self.per_channel else "per-tensor weights", f"engine={self.engine}"]
@@ -64,9 +70,14 @@ class QuantConfig:
         return f"dynamic INT8 ({', '.join(parts)})"
 
 
+def is_quantized_linear(mod: nn.Module) -> bool:
+    """A dynamically quantized Linear (torch.ao.nn.quantized.dynamic.Linear), not a float nn.Linear."""
+    return type(mod).__name__ == "Linear" and not isinstance(mod, nn.Linear)
+
+
 def linear_names(model: nn.Module) -> list[str]:
     """Module paths of every float nn.Linear in `model`, in definition order."""
-    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and type(m).__module__.startswith("torch.nn")]
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
 def compact_names(names: list[str]) -> str:
@@ -208,6 +219,14 @@ class _Positional(nn.Module):
         return out.start_logits, out.end_logits
 
 
+def trace_or_eager(model: nn.Module, probes: list[dict[str, torch.Tensor]]) -> tuple[nn.Module, str | None]:
+    """(traced model, None), or (`model` itself, why tracing failed): an untraceable model runs eagerly."""
+    try:
+        return trace(model, probes), None
+    except Exception as exc:
+        return model, f"{type(exc).__name__}: {str(exc)[:120]}"
+
+
 def trace(model: nn.Module, probes: list[dict[str, torch.Tensor]]) -> TracedQA:
     """TorchScript-trace and freeze `model` (not changed) on `probes[0]`; check every probe.
 
@@ -324,18 +343,13 @@ def save_artifact(qmodel: nn.Module, tokenizer, out_dir: str | Path, config: Qua
     manifest = {
         "format": ARTIFACT_FORMAT,
         "source_model": str(src.resolve()) if src.exists() else source_model,
-        "quant_config": {**asdict(config), "keep_fp32": list(_kept_names(qmodel))},  # exact names, not globs
+        "quant_config": {**asdict(config), "keep_fp32": linear_names(qmodel)},  # the exact names left FP32
         "layers": count_quantized(qmodel),
         "engine": engine,
         "torch": torch.__version__,
     }
     (out / ARTIFACT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out
-
-
-def _kept_names(qmodel: nn.Module) -> tuple[str, ...]:
-    """Names of the nn.Linear layers still in FP32 in a quantized model."""
-    return tuple(linear_names(qmodel))
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -354,8 +368,7 @@ def load_artifact(path: str | Path):
     manifest = json.loads((path / ARTIFACT_MANIFEST).read_text())
     if manifest.get("format") != ARTIFACT_FORMAT:
         raise ValueError(f"{path}: not a QuantQA INT8 artifact (format {manifest.get('format')!r})")
-    known = set(QuantConfig.__dataclass_fields__)
-    qc = QuantConfig(**{k: v for k, v in manifest["quant_config"].items() if k in known})
+    qc = QuantConfig.from_manifest(manifest["quant_config"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TypedStorage notice from quantized tensors
         state = torch.load(path / ARTIFACT_WEIGHTS, map_location="cpu", weights_only=True)

@@ -35,13 +35,14 @@ import logging
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
+from .inspect import sqnr_db
+from .quantize import _Positional, _QAOutput
 from .size import graph_state_mib
 
 RECIPE = "pt2e-x86-inductor-static/2 (eager attention, matmuls int8, per-channel weights, histogram observer, batch 1)"
@@ -65,23 +66,6 @@ class StaticUnavailable(RuntimeError):
     """Static INT8 cannot be built here; the message says why (shown on the card)."""
 
 
-class _Out:
-    __slots__ = ("start_logits", "end_logits")
-
-    def __init__(self, s, e):
-        self.start_logits, self.end_logits = s, e
-
-
-class _Positional(nn.Module):
-    def __init__(self, model: nn.Module, names: tuple[str, ...]):
-        super().__init__()
-        self.model, self.names = model, names
-
-    def forward(self, *args):
-        out = self.model(**dict(zip(self.names, args)), return_dict=True)
-        return out.start_logits, out.end_logits
-
-
 class StaticQA(nn.Module):
     """The compiled package, called like a transformers QA model: `m(**inputs).start_logits`.
 
@@ -102,19 +86,13 @@ class StaticQA(nn.Module):
             x = [torch.nn.functional.pad(v, (0, pad), value=self.pad_id if k == "input_ids" else 0)
                  for k, v in zip(self.names, x)]
         s, e = _run_rows(self.runner, x)
-        return _Out(s[:, :t], e[:, :t])
+        return _QAOutput(s[:, :t], e[:, :t])
 
 
 def _run_rows(runner, x: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The package takes batch 1: run each row (window), concatenate the logits."""
     outs = [runner([v[i:i + 1].contiguous() for v in x]) for i in range(x[0].shape[0])]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-
-
-def _sqnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    from .inspect import sqnr_db
-
-    return sqnr_db(a, b)
 
 
 def _cpu_flags() -> str:
@@ -172,7 +150,7 @@ def _check_parity(runner, probes, refs, what: str) -> list[float]:
         for x, (rs, re_) in zip(probes, refs):
             s, e = _run_rows(runner, x)
             mask = x[1].bool() if len(x) > 1 else torch.ones_like(x[0], dtype=torch.bool)
-            db = min(_sqnr(rs[mask], s[mask]), _sqnr(re_[mask], e[mask]))
+            db = min(sqnr_db(rs[mask], s[mask]), sqnr_db(re_[mask], e[mask]))
             dbs.append(db)
             if not db >= PARITY_DB:
                 raise StaticUnavailable(f"{what}: compiled outputs differ from the eager quantized graph at input "
@@ -180,20 +158,16 @@ def _check_parity(runner, probes, refs, what: str) -> list[float]:
     return dbs
 
 
-@dataclass
-class BuildInfo:
-    key: str
-    path: str
-    build_s: float | None  # None when loaded from the cache
-    load_s: float
-    loader: str
-    parity_db: list[float]
-    size_mib: float
-    cached: bool
+def describe_build(info: dict) -> str:
+    """How the package was obtained, for the log and the environment panel."""
+    how = f"loaded from cache in {info['load_s']:.1f} s" if info["cached"] else f"built in {info['build_s']:.0f} s"
+    return f"{how}; parity with the eager quantized graph >= {min(info['parity_db']):.1f} dB ({info['loader']})"
 
-    def describe(self) -> str:
-        how = f"loaded from cache in {self.load_s:.1f} s" if self.cached else f"built in {self.build_s:.0f} s"
-        return f"{how}; parity vs eager quantized graph >= {min(self.parity_db):.1f} dB ({self.loader})"
+
+def _info(key, path, build_s, load_s, loader, parity_db, size_mib, cached) -> dict:
+    """What StaticQA.info holds: build_s is the original build's time, also when loaded from the cache."""
+    return dict(key=key, path=str(path), build_s=build_s, load_s=load_s, loader=loader, parity_db=parity_db,
+                size_mib=size_mib, cached=cached)
 
 
 def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = None, max_length: int = 384,
@@ -231,9 +205,9 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
         stored = torch.load(probe_path, weights_only=True)
         dbs = _check_parity(runner, stored["inputs"], stored["refs"], "cached static INT8 package")
         meta = json.loads(meta_path.read_text())
-        info = BuildInfo(key, str(pkg), meta.get("build_s"), time.perf_counter() - t0, how, dbs, meta["size_mib"], True)
-        log(f"[quantqa] int8-static-cpu: {info.describe()}")
-        return StaticQA(runner, names, pad_id, meta["size_mib"], info.__dict__)
+        info = _info(key, pkg, meta.get("build_s"), time.perf_counter() - t0, how, dbs, meta["size_mib"], True)
+        log(f"[quantqa] int8-static-cpu: {describe_build(info)}")
+        return StaticQA(runner, names, pad_id, meta["size_mib"], info)
 
     t_build = time.perf_counter()
     log(f"[quantqa] int8-static-cpu: first build for this model and machine (export, calibrate, compile; "
@@ -299,6 +273,6 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
             "parity_db": dbs, "torch": torch.__version__, "calibration_windows": len(calib_inputs)}
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, pkg)
-    info = BuildInfo(key, str(pkg), build_s, load_s, how, dbs, size, False)
-    log(f"[quantqa] int8-static-cpu: {info.describe()}")
-    return StaticQA(runner, names, pad_id, size, info.__dict__)
+    info = _info(key, pkg, build_s, load_s, how, dbs, size, False)
+    log(f"[quantqa] int8-static-cpu: {describe_build(info)}")
+    return StaticQA(runner, names, pad_id, size, info)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
@@ -31,8 +31,9 @@ from torch import nn
 from .compare import run_windows
 from .evaluate import Example, score
 from .inputs import InputError
+from .inspect import noise_ratio, ratio_db
 from .qa import best_span
-from .quantize import QuantConfig, trace
+from .quantize import QuantConfig, is_quantized_linear, linear_names, trace_or_eager
 from .size import state_dict_mib
 from .timing import measure
 
@@ -107,14 +108,67 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
     return old
 
 
-def _noise_ratio(ref: torch.Tensor, test: torch.Tensor) -> float:
-    ref, test = ref.double(), test.double()
-    s = float((ref ** 2).sum())
-    return float(((ref - test) ** 2).sum()) / s if s > 0 else 0.0
+class QuestionSet:
+    """Questions tokenized once, with FP32's logits and answers: what each candidate model is scored against.
 
+    Passages over the per-passage bound are left out (listed in `skipped`).
+    """
 
-def _db(ratio: float) -> float:
-    return math.inf if ratio <= 0 else -10.0 * math.log10(ratio)
+    def __init__(self, comparator, examples: list[Example]):
+        if comparator.fp32_eager is None:
+            raise ValueError(f"this needs the FP32 model: {comparator.fp32_reason}")
+        self.examples, self.encs, self.skipped = [], [], []
+        for ex in examples:
+            try:
+                self.encs.append(comparator.encode_checked(ex.context, ex.question))
+                self.examples.append(ex)
+            except InputError as exc:
+                self.skipped.append(f"{ex.qid}: {exc}")
+        if not self.encs:
+            raise ValueError("no question could be run: " + "; ".join(self.skipped[:3]))
+        with torch.inference_mode():
+            ref = [run_windows(comparator.fp32_eager, e.inputs) for e in self.encs]  # (start, end) logits
+        self.ref_flat = [self._flat(i, r) for i, r in enumerate(ref)]
+        self.ref_spans = [self._span(i, r) for i, r in enumerate(ref)]
+        self.lengths = [int(e.inputs["attention_mask"].sum(-1).max()) for e in self.encs]
+        self.median_index = sorted(range(len(self.encs)), key=lambda i: self.lengths[i])[len(self.encs) // 2]
+
+    def __len__(self) -> int:
+        return len(self.encs)
+
+    @property
+    def timing_input(self) -> dict[str, torch.Tensor]:
+        """The question of median length: where latency is measured."""
+        return self.encs[self.median_index].inputs
+
+    def _flat(self, i: int, logits) -> torch.Tensor:
+        """Start and end logits of the real (non-padding) tokens of question i, as one vector."""
+        mask = self.encs[i].inputs["attention_mask"].bool()
+        return torch.cat([logits[0][mask], logits[1][mask]])
+
+    def _span(self, i: int, logits):
+        enc = self.encs[i]
+        return best_span(logits[0].numpy(), logits[1].numpy(), enc.offsets, enc.context_mask, word_ids=enc.word_ids)
+
+    def noise(self, model, indices=None) -> list[float]:
+        """Per question, the logits' noise ratio vs FP32 (see inspect.noise_ratio)."""
+        with torch.inference_mode():
+            return [noise_ratio(self.ref_flat[i], self._flat(i, run_windows(model, self.encs[i].inputs)))
+                    for i in (indices or range(len(self)))]
+
+    def score(self, model) -> dict[str, Any]:
+        """Agreement with FP32 (same character span), EM and F1 (percent), and per-question noise ratios."""
+        agree, em, f1, noise = 0, 0.0, 0.0, []
+        with torch.inference_mode():
+            for i, ex in enumerate(self.examples):
+                logits = run_windows(model, self.encs[i].inputs)
+                noise.append(noise_ratio(self.ref_flat[i], self._flat(i, logits)))
+                sp, ref = self._span(i, logits), self.ref_spans[i]
+                agree += (sp.start, sp.end) == (ref.start, ref.end)
+                a, b = score(ex, ex.context[sp.start:sp.end])
+                em, f1 = em + a, f1 + b
+        n = len(self)
+        return {"agreement": 100.0 * agree / n, "exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "noise": noise}
 
 
 def tune(comparator, examples: list[Example], target_agreement: float, *, rank_by: str = "logits",
@@ -128,49 +182,24 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
         raise ValueError(f"rank_by must be one of {', '.join(RANKINGS)}")
     if not 0 < target_agreement <= 100:
         raise ValueError(f"the target agreement is a percentage in (0, 100]; got {target_agreement}")
-    fp32, int8 = comparator.fp32_eager, comparator.int8_eager
-    if fp32 is None:
-        raise ValueError(f"tune needs the FP32 model: {comparator.fp32_reason}")
     progress = progress or (lambda what, i, n: None)
-    # one tokenization per question, shared by every step
-    encs, kept_examples, skipped = [], [], []
-    for ex in examples:
-        try:
-            encs.append(comparator.encode_checked(ex.context, ex.question))
-            kept_examples.append(ex)
-        except InputError as exc:
-            skipped.append(f"{ex.qid}: {exc}")
-    if not encs:
-        raise ValueError("no question could be run: " + "; ".join(skipped[:3]))
-    examples = kept_examples
-    with torch.inference_mode():
-        ref = [run_windows(fp32, e.inputs) for e in encs]
-    ref_spans = [best_span(s.numpy(), e_.numpy(), e.offsets, e.context_mask, word_ids=e.word_ids)
-                 for (s, e_), e in zip(ref, encs)]
-    lengths = [int(e.inputs["attention_mask"].sum(-1).max()) for e in encs]
-    med_i = sorted(range(len(encs)), key=lambda i: lengths[i])[len(encs) // 2]
-    timing_input = encs[med_i].inputs
+    qs = QuestionSet(comparator, examples)  # one tokenization and one FP32 pass per question, for every step
+    fp32, int8 = comparator.fp32_eager, comparator.int8_eager
     fmods, qmods = dict(fp32.named_modules()), dict(int8.named_modules())
-    names = [n for n, m in fmods.items() if isinstance(m, nn.Linear) and n in qmods
-             and not isinstance(qmods[n], nn.Linear)]  # quantized in the INT8 model
+    names = [n for n in linear_names(fp32) if is_quantized_linear(qmods.get(n))]  # quantized in the INT8 model
     already = list(comparator.quant.keep_fp32)
 
     # ---- ranking
-    rank_set = list(range(min(RANK_QUESTIONS, len(encs))))
+    rank_set = list(range(min(RANK_QUESTIONS, len(qs))))
     scores: dict[str, float] = {}
     if rank_by == "logits":
         work = copy.deepcopy(fp32)
         for k, n in enumerate(names):
             old = _swap(work, n, qmods[n])
             try:
-                with torch.inference_mode():
-                    ratios = []
-                    for i in rank_set:
-                        s, e_ = run_windows(work, encs[i].inputs)
-                        ratios.append(_noise_ratio(torch.cat([ref[i][0], ref[i][1]]), torch.cat([s, e_])))
+                scores[n] = ratio_db(statistics.fmean(qs.noise(work, rank_set)))
             finally:
                 _swap(work, n, old)
-            scores[n] = _db(statistics.fmean(ratios))
             progress("ranking", k + 1, len(names))
         del work
     else:
@@ -179,8 +208,8 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
         ins = Inspector(fp32, int8, comparator.tokenizer, max_length=comparator.max_length)
         per: dict[str, list[float]] = {n: [] for n in names}
         for k, i in enumerate(rank_set):
-            rep = ins.inspect(examples[i].context, examples[i].question, enc=encs[i])
-            for x in rep.layers:
+            ex = qs.examples[i]
+            for x in ins.inspect(ex.context, ex.question, enc=qs.encs[i]).layers:
                 if x.name in per and x.sqnr_db is not None and math.isfinite(x.sqnr_db):
                     per[x.name].append(x.sqnr_db)
             progress("ranking", k + 1, len(rank_set))
@@ -192,26 +221,11 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
     probes = comparator.probes()
 
     def evaluate_step(keep: list[str]) -> Step:
-        agree, em, f1, sq = 0, [], [], []
-        with torch.inference_mode():
-            for i, e in enumerate(encs):
-                s, e_ = run_windows(work, e.inputs)
-                sp = best_span(s.numpy(), e_.numpy(), e.offsets, e.context_mask, word_ids=e.word_ids)
-                agree += (sp.start, sp.end) == (ref_spans[i].start, ref_spans[i].end)
-                a, b = score(examples[i], examples[i].context[sp.start:sp.end])
-                em.append(a)
-                f1.append(b)
-                sq.append(_noise_ratio(torch.cat([ref[i][0], ref[i][1]]), torch.cat([s, e_])))
-        runnable = work
-        if comparator.quant.torchscript:
-            try:
-                runnable = trace(work, probes)
-            except Exception:
-                pass  # time it eagerly, as the app would run it
-        stats, _ = measure(lambda: runnable(**timing_input), runs=runs, warmup=2)
-        n = len(encs)
-        return Step(already + list(keep), state_dict_mib(work), stats.median, 100.0 * agree / n,
-                    100.0 * sum(em) / n, 100.0 * sum(f1) / n, _db(statistics.fmean(sq)))
+        r = qs.score(work)
+        runnable = trace_or_eager(work, probes)[0] if comparator.quant.torchscript else work  # as the app runs it
+        stats, _ = measure(lambda: runnable(**qs.timing_input), runs=runs, warmup=2)
+        return Step(already + list(keep), state_dict_mib(work), stats.median, r["agreement"], r["exact_match"],
+                    r["f1"], ratio_db(statistics.fmean(r["noise"])))
 
     steps = [evaluate_step([])]
     progress("steps", 1, len(ranking) + 1)
@@ -224,13 +238,12 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
         steps.append(evaluate_step(keep))
         progress("steps", k + 2, len(ranking) + 1)
     # FP32 reference on the same set, for the table
-    f_em = [score(ex, ex.context[sp.start:sp.end]) for ex, sp in zip(examples, ref_spans)]
-    f_stats, _ = measure(lambda: fp32(**timing_input), runs=runs, warmup=2)
-    fp32_info = {"exact_match": 100.0 * sum(a for a, _ in f_em) / len(f_em),
-                 "f1": 100.0 * sum(b for _, b in f_em) / len(f_em),
-                 "median_ms": f_stats.median, "size_mib": state_dict_mib(fp32)}
-    report = TuneReport(comparator.model_id, rank_by, target_agreement, len(encs), ranking, steps,
-                        steps[-1].agreement >= target_agreement, fp32_info, lengths[med_i], skipped)
+    f = qs.score(fp32)
+    f_stats, _ = measure(lambda: fp32(**qs.timing_input), runs=runs, warmup=2)
+    fp32_info = {"exact_match": f["exact_match"], "f1": f["f1"], "median_ms": f_stats.median,
+                 "size_mib": state_dict_mib(fp32)}
+    report = TuneReport(comparator.model_id, rank_by, target_agreement, len(qs), ranking, steps,
+                        steps[-1].agreement >= target_agreement, fp32_info, qs.lengths[qs.median_index], qs.skipped)
     return report, work
 
 
@@ -264,7 +277,7 @@ def run_tune(model_id: str, examples: list[Example], target_agreement: float, *,
         for b in bars.values():
             b.close()
     if out is not None:
-        qc = QuantConfig(**{**comp.quant.__dict__, "keep_fp32": tuple(report.steps[-1].keep_fp32)})
+        qc = replace(comp.quant, keep_fp32=tuple(report.steps[-1].keep_fp32))
         save_artifact(model, comp.tokenizer, out, qc, comp.engine, comp.model_id)
         report.out = str(out)
     return report

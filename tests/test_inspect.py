@@ -161,7 +161,7 @@ def test_inspect_cli_json(trained_model_dir):
 
 def test_mixed_models_are_built_once_per_set_and_bounded():
     built = []
-    mm = MixedModels(None, lambda keep: built.append(keep) or object(), capacity=2)
+    mm = MixedModels(lambda keep: built.append(keep) or object(), capacity=2)
     a = mm.get(["x", "y"])
     assert mm.get(("y", "x")) is a and built == [("x", "y")]  # same set, any order: built once
     mm.get(["z"])
@@ -270,7 +270,7 @@ def test_minilm_inspect_margin_and_worst_layers(minilm):
 
 @pytest.mark.minilm
 def test_minilm_tune_reaches_the_target_or_says_it_did_not(minilm, tmp_path):
-    from quant.evaluate import Example, load_squad
+    from quant.evaluate import Example
     from quant.tune import tune
 
     exs = [Example(str(i), e.context, e.question, (e.answer,) if e.answer else ()) for i, e in enumerate(_held_out(40))]
