@@ -1,11 +1,13 @@
-"""QuantQA web demo: one BERT QA model answered three ways — FP32 CPU, INT8 CPU, FP32 CUDA.
+"""QuantQA web demo: one BERT QA model answered side by side — FP32 CPU, INT8 CPU (dynamic and static), FP32 CUDA.
 
-UI only. Every number and answer comes from `quant.Comparator` (the same call
-the CLI makes). The model is loaded and quantized once at start-up; requests
-never reload it. Comparisons and inspections run one request at a time
-(concurrency 1, a bounded queue) so timings don't disturb each other.
+UI only: every number and answer comes from `quant` (the same calls the CLI
+makes); the rendering is quant.render (HTML / Markdown) and quant.figures
+(Plotly). The model is loaded and quantized once at start-up; static INT8 is
+built in the background (the other cards serve at once, and a latency measured
+while it compiles says so). Requests never reload anything. One function per
+tab: `compare_tab`, `inspect_tab`, `evaluate_tab`.
 
-    python app.py [--model M] [--host H] [--port P] [--static] [--keep-fp32 NAMES]
+    python app.py [--model M] [--host H] [--port P] [--no-static] [--keep-fp32 NAMES]
     QUANTQA_MODEL=... python app.py          # e.g. on Hugging Face Spaces
 
 Command-line options are parsed before torch and Gradio load, so `--help` and a
@@ -30,21 +32,28 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="bind address (default 127.0.0.1; 0.0.0.0 to serve others)")
     ap.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
                     help="port (default 7860 or GRADIO_SERVER_PORT; 0 picks a free one)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads, fixed (default: chosen per measurement from the free cores)")
     ap.add_argument("--engine", default="auto", choices=("auto", "x86", "fbgemm", "onednn", "qnnpack"),
                     help="quantized engine (default: fastest measured here)")
     ap.add_argument("--embeddings", action="store_true", help="also quantize embeddings (8-bit weight-only)")
     ap.add_argument("--per-channel", action="store_true", help="INT8 weights with one scale per output channel")
     ap.add_argument("--keep-fp32", default="", metavar="NAME[,NAME...]",
                     help="leave these nn.Linear layers in FP32 (module paths or globs, e.g. '*.output.dense')")
-    ap.add_argument("--static", action="store_true",
-                    help="add the int8-static-cpu card: static INT8 (PT2E + Inductor), built once per model and "
-                         "machine (minutes on bert-base, start-up waits) and cached")
+    static = ap.add_mutually_exclusive_group()
+    static.add_argument("--static", dest="static", action="store_true", default=True,
+                        help="show the int8-static-cpu card: static INT8 (PT2E + Inductor), built once per model "
+                             "and machine in the background (about a minute on bert-base) and cached (default: on)")
+    static.add_argument("--no-static", dest="static", action="store_false", help="no static INT8 card")
     ap.add_argument("--no-torchscript", dest="torchscript", action="store_false",
                     help="run INT8 eagerly instead of traced + frozen")
-    ap.add_argument("--thread-policy", choices=("auto", "off"), default=os.environ.get("QUANTQA_THREAD_POLICY", "auto"),
-                    help="auto (default): cap OpenMP spin-waiting so a busy neighbour costs ~2x, not ~20x; "
-                         "off: libgomp defaults")
+    ap.add_argument("--thread-policy", choices=("auto", "cap", "off"),
+                    default=os.environ.get("QUANTQA_THREAD_POLICY", "auto"),
+                    help="auto (default): libgomp's spin, threads chosen per measurement from the free cores; "
+                         "cap: GOMP_SPINCOUNT=1000 on every core; off: libgomp defaults on every core")
+    ap.add_argument("--max-line", type=int, default=256, metavar="N",
+                    help="at most N measurements wait in line (default 256; a longer line is also refused when its "
+                         "wait would pass 120 s; identical requests share one measurement and do not count twice)")
     ap.add_argument("--ssr", action="store_true", help="enable server-side rendering (off by default, see README)")
     ap.add_argument("--run-history", action="store_true", help="enable Gradio's run history page (off by default)")
     ap.add_argument("--share", action="store_true", help="create a public share link (off by default)")
@@ -53,6 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error(f"--port must be from 0 to 65535; got {args.port}")
     if args.threads is not None and args.threads < 1:
         ap.error(f"--threads must be at least 1; got {args.threads}")
+    if not 1 <= args.max_line <= 256:
+        ap.error(f"--max-line must be from 1 to 256; got {args.max_line}")
     return args
 
 
@@ -70,21 +81,26 @@ except ImportError:  # everywhere else: a no-op
     def gpu(fn):
         return fn
 
-import html  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from quant import EXTRA_VARIANTS, LABELS, STATIC_VARIANT, Comparator, InputError, ModelLoadError, QuantConfig  # noqa: E402
 from quant.evaluate import SquadFormatError, evaluate, load_squad  # noqa: E402
+from quant.figures import depth_figure, heatmap_figure, tokens_figure  # noqa: E402
 from quant.inputs import DEFAULT_RUNS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_RUNS, MIN_RUNS  # noqa: E402
-from quant.inspect import HEATMAP_KINDS  # noqa: E402
+from quant.serving import Busy, CompareService, Scheduler  # noqa: E402
+from quant.render import (agreement_markdown, card_markdown, env_markdown, evaluation_frames, highlight,  # noqa: E402,F401
+                          inspect_markdown, latency_frame, measurement_markdown, md_text, mixed_frame, passage_html,
+                          sizes_markdown)
+from quant.render import css as render_css  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-QUEUE_SIZE = 16  # waiting requests beyond this are told to retry
+QUEUE_SIZE = 512  # Gradio's own queue: a backstop; quant.serving.Scheduler bounds the line (--max-line)
+MAX_THREADS = 300  # Gradio worker threads: each visitor waiting in line holds one
+MAX_LINE = 256  # compare requests handled at once: all reach quant.serving's line, which admits (--max-line) or refuses
 EVAL_MAX_QUESTIONS = 500
 EVAL_MAX_FILE = "20mb"
 INSPECT_RUNS = 5  # timed runs per model in the Inspect tab's side-by-side
@@ -95,20 +111,8 @@ log = logging.getLogger("quantqa.app")
 # System fonts only: the page must not wait on a font CDN (offline machines, privacy).
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
-# The stock HighlightedText lays its spans out as wrapping flex items: the answer chip starts a new
-# line and its side margins put a space before the next punctuation. Here the passage is running text:
-# inline spans, no chip margins, and font-size 0 on the wrappers so the white space between Gradio's
-# span elements (which flex layout ignored) takes no room; the passage's own text keeps its size.
-CSS = """
-.qq-card {min-height: 100%;}
-.qq-agree {font-size: 1.05em;}
-.qq-hl .textfield {display: block !important; word-break: normal !important; overflow-wrap: break-word;}
-.qq-hl .textfield, .qq-hl .token-container, .qq-hl .token {font-size: 0 !important;}
-.qq-hl .textfield > *, .qq-hl .token-container, .qq-hl .token, .qq-hl .text {display: inline !important;}
-.qq-hl .text {font-size: var(--body-text-size, 14px) !important;}
-.qq-hl .token.highlighted {margin: 0 !important; padding: 0 1px !important;}
-.qq-hl .line-break {display: block !important;}
-"""
+CSS = ".qq-card {min-height: 100%;}\n.qq-agree {font-size: 1.05em;}\n" + render_css()
+_md_text = md_text  # the name older code and tests use
 
 
 def strict_text(box: gr.Textbox) -> gr.Textbox:
@@ -128,16 +132,17 @@ def strict_text(box: gr.Textbox) -> gr.Textbox:
 
 
 def strict_number(slider: gr.Slider) -> gr.Slider:
-    """Answer a non-number from the API with a clear message (the stock Slider fails obscurely)."""
+    """Answer a non-number or a fraction from the API with a clear message (the stock Slider fails obscurely)."""
     stock = slider.preprocess
 
     def preprocess(payload):
-        if isinstance(payload, bool) or not isinstance(payload, (int, float)):
+        whole = isinstance(payload, int) or (isinstance(payload, float) and payload.is_integer())
+        if isinstance(payload, bool) or not whole:
             raise rejected(f"{slider.label} must be a whole number from {slider.minimum:g} to "
                            f"{slider.maximum:g}, not {payload!r}.")
         if not slider.minimum <= payload <= slider.maximum:
             raise rejected(f"{slider.label} must be from {slider.minimum:g} to {slider.maximum:g}; got {payload!r}.")
-        return stock(payload)
+        return stock(int(payload))
 
     slider.preprocess = preprocess
     return slider
@@ -149,237 +154,59 @@ def rejected(message: str, title: str = "Please check the input") -> gr.Error:
     return gr.Error(message, title=title, print_exception=False)
 
 
-def load_examples() -> list[list]:
-    data = json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
-    return [[e["passage"], e["question"]] for e in data]
+def failed(what: str, exc: Exception) -> gr.Error:
+    """Never a bare "error" page: say what failed, keep serving."""
+    log.exception("%s failed", what)
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    return gr.Error(f"The {what} failed: {type(exc).__name__}: {first}", print_exception=False)
 
 
-def _md_text(s: str) -> str:
-    """User text shown inside Markdown: HTML-escaped and Markdown-inert."""
-    s = html.escape(" ".join(s.split()), quote=True)
-    return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|~>" else c for c in s)
+def load_examples() -> list[dict]:
+    return json.loads((ASSETS / "examples.json").read_text(encoding="utf-8"))
 
 
-# ---------------------------------------------------------------- rendering (pure functions of result dicts)
+def line(progress) -> callable:
+    """Show a visitor's place in line and the expected wait in Gradio's progress bar."""
+    def on_wait(position: int, eta_s: float) -> None:
+        progress(0.0, desc=(f"In line: {position} measurement{'s' if position != 1 else ''} before yours · "
+                            f"about {eta_s:.0f} s" if position else "Waiting for the same measurement, running now"))
+    return on_wait
 
 
-def card_markdown(r: dict, label: str) -> str:
-    if not r.get("available"):
-        return f"### {label}\n\n**Not available** — {_md_text(r.get('reason') or 'unknown reason')}"
-    answer = (f"#### “{_md_text(r['answer'])}”" if r["answer"]
-              else "#### no answer\n_the model finds no answer to this question in the passage_")
-    lat = r["latency_ms"]
-    speed = f"**{r['speedup']:.2f}×** vs FP32 · CPU" if r.get("speedup") else ""
-    return (f"### {label}\n{answer}\n\n"
-            f"**{lat['median']:.1f} ms** median · {lat['p90']:.1f} ms p90 · {speed}  \n"
-            f"confidence {100 * r['score']:.1f}% · {lat['runs']} timed runs after warm-up")
-
-
-def highlight(context: str, r: dict) -> dict | None:
-    if not r.get("available"):
-        return None
-    entities = [{"entity": "answer", "start": r["start"], "end": r["end"]}] if r["end"] > r["start"] else []
-    return {"text": context, "entities": entities}
-
-
-def agreement_markdown(d: dict) -> str:
-    agree = d.get("int8_agrees_with_fp32")
-    if agree is None:
-        return ""
-    if agree:
-        return "✓ **INT8 gave the same answer as FP32.**"
-    by = {r["variant"]: r for r in d["results"]}
-    return (f"⚠ **INT8 answered differently from FP32**: “{_md_text(by['int8-cpu']['answer']) or 'no answer'}” "
-            f"vs “{_md_text(by['fp32-cpu']['answer']) or 'no answer'}”.")
-
-
-def latency_frame(d: dict) -> pd.DataFrame:
-    rows = [{"variant": LABELS[r["variant"]], "median_ms": r["latency_ms"]["median"], "p90_ms": r["latency_ms"]["p90"]}
-            for r in d["results"] if r.get("available") and r.get("latency_ms")]
-    return pd.DataFrame(rows, columns=["variant", "median_ms", "p90_ms"]).astype(
-        {"variant": str, "median_ms": float, "p90_ms": float})
-
-
-def sizes_markdown(sizes: dict, layers: dict, keep_fp32: list | tuple = ()) -> str:
-    fp32 = sizes.get("fp32")
-    rows = [("FP32", fp32), ("INT8 (Linear layers)", sizes.get("int8"))]
-    if "int8_emb" in sizes:
-        rows.append(("INT8 (Linear + embeddings)", sizes["int8_emb"]))
-    if "int8_static" in sizes:
-        rows.append(("INT8 static (PT2E)", sizes["int8_static"]))
-
-    def row(name, mib):
-        if mib is None:
-            return f"| {name} | n/a | | |"
-        if not fp32:
-            return f"| {name} | {mib:,.2f} MiB | | |"
-        return f"| {name} | {mib:,.2f} MiB | {100 * mib / fp32:.1f}% | {fp32 / mib:.2f}× |"
-
-    kept = f" {len(keep_fp32)} kept in FP32." if keep_fp32 else ""
-    return ("### Model size\n\n| | size | of FP32 | smaller by |\n|---|---|---|---|\n" +
-            "\n".join(row(n, m) for n, m in rows) +
-            f"\n\n<sub>Bytes of `torch.save(state_dict)`, MiB = 2²⁰ bytes. {layers['linear_int8']} Linear layers "
-            f"quantized.{kept} Measured once at start-up.</sub>")
-
-
-def env_markdown(info: dict) -> str:
-    rows = [("model", info["model"]), ("torch", info["torch"]), ("transformers", info["transformers"]),
-            ("threads", info["threads"]), ("OpenMP wait policy", info.get("thread_policy", "—")),
-            ("quantized engine", info["engine_choice"]), ("INT8 config", info["quant_config"]),
-            ("TorchScript (INT8)", info["torchscript"]), ("CPU", info["cpu"]),
-            ("CPU features", ", ".join(info["cpu_features"]) or "—"),
-            ("GPU", info["gpu"] or "none (CUDA not available)"), ("start-up", f"{info['startup_s']} s")]
-    if info.get("static"):
-        rows.append(("INT8 static", info["static"]))
-    return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {_md_text(str(v))} |" for k, v in rows)
-
-
-# ---------------------------------------------------------------- Inspect tab figures (Plotly, rendered by gr.Plot)
-
-
-def _db(v) -> float | None:
-    return None if v is None else float(v)
-
-
-def heatmap_figure(d: dict):
-    """Local SQNR per encoder layer x Linear kind; exact dB and module path on hover."""
-    import plotly.graph_objects as go
-
-    layers = sorted({x["layer"] for x in d["layers"] if x["layer"] is not None})
-    z, text = [], []
-    for i in layers:
-        row, trow = [], []
-        for kind in HEATMAP_KINDS:
-            x = next((y for y in d["layers"] if y["layer"] == i and y["kind"] == kind), None)
-            if x is None:
-                row.append(None)
-                trow.append("")
-            elif not x["quantized"]:
-                row.append(None)
-                trow.append(f"{x['name']}<br>kept in FP32")
-            else:
-                row.append(x["sqnr_db"])
-                trow.append(f"{x['name']}<br>local SQNR {x['sqnr_db']} dB<br>weight SQNR {x['weight_sqnr_db']} dB"
-                            f"<br>max |x| {x['input_absmax']} · outlier ratio {x['outlier_ratio']}")
-        z.append(row)
-        text.append(trow)
-    fig = go.Figure(go.Heatmap(z=z, x=list(HEATMAP_KINDS), y=[f"layer {i}" for i in layers], text=text,
-                               hovertemplate="%{text}<extra></extra>", colorscale="RdYlGn", zmin=10, zmax=40,
-                               colorbar={"title": "dB"}))
-    fig.update_layout(title="Local SQNR of each INT8 Linear (low = loses precision)", height=360,
-                      margin={"l": 70, "r": 20, "t": 50, "b": 40}, yaxis={"autorange": "reversed"})
-    return fig
-
-
-def depth_figure(d: dict):
-    import plotly.graph_objects as go
-
-    ys = [_db(v) for v in d["hidden_sqnr_db"]]
-    fig = go.Figure(go.Scatter(x=list(range(len(ys))), y=ys, mode="lines+markers", name="hidden state",
-                               hovertemplate="after layer %{x}: %{y:.1f} dB<extra></extra>"))
-    for k, dash in (("start", "dash"), ("end", "dot")):
-        v = _db(d["logits_sqnr_db"][k])
-        if v is not None:
-            fig.add_hline(y=v, line_dash=dash, annotation_text=f"{k} logits {v:.1f} dB",
-                          annotation_position="top left" if k == "start" else "top right")
-    fig.update_layout(title="Propagated SQNR by depth (INT8 model vs FP32 model)", xaxis_title="encoder layer",
-                      yaxis_title="dB", height=320, margin={"l": 60, "r": 20, "t": 50, "b": 40})
-    return fig
-
-
-def tokens_figure(d: dict):
-    """FP32 vs INT8 p(start), p(end) over the passage tokens, both answers marked."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    toks = d["tokens"]
-    x = list(range(len(toks)))
-    labels = [t["text"] for t in toks]
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("p(start)", "p(end)"))
-    for row, key in ((1, "p_start"), (2, "p_end")):
-        for v, color, dash in (("fp32", "#2563eb", "solid"), ("int8", "#f59e0b", "dash")):
-            fig.add_trace(go.Scatter(x=x, y=[t[key][v] for t in toks], mode="lines", name=v.upper(),
-                                     line={"color": color, "dash": dash}, showlegend=row == 1, customdata=labels,
-                                     hovertemplate="%{customdata}: %{y:.3f}<extra>" + v.upper() + "</extra>"),
-                          row=row, col=1)
-    spans = {v: (d["answers"][v]["best"]["start"], d["answers"][v]["best"]["end"]) for v in ("fp32", "int8")}
-    same = spans["fp32"] == spans["int8"]
-    for v, color, where in (("fp32", "#2563eb", "top left"), ("int8", "#f59e0b", "top right")):
-        if same and v == "int8":
-            break
-        a, b = spans[v]
-        idx = [i for i, t in enumerate(toks) if b > a and t["start"] >= a and t["end"] <= b]
-        if idx:
-            fig.add_vrect(x0=idx[0] - 0.5, x1=idx[-1] + 0.5, fillcolor=color, opacity=0.15, line_width=0,
-                          annotation_text="FP32 and INT8 answer" if same else f"{v.upper()} answer",
-                          annotation_position=where)
-    fig.update_layout(title="Where each variant puts the answer (passage tokens)", height=420,
-                      margin={"l": 50, "r": 20, "t": 60, "b": 40})
-    fig.update_xaxes(tickvals=x[:: max(1, len(x) // 40)], ticktext=labels[:: max(1, len(x) // 40)], row=2, col=1)
-    return fig
-
-
-def inspect_markdown(d: dict) -> str:
-    worst = sorted((x for x in d["layers"] if x["quantized"] and x["sqnr_db"] is not None),
-                   key=lambda x: x["sqnr_db"])[:5]
-    lg = d["logits_sqnr_db"]
-    fmt = (lambda v: "∞" if v is None else f"{v:.1f}")
-    lines = [f"**{_md_text(d['summary'])}**", "",
-             f"Logits SQNR: start {fmt(lg['start'])} dB, end {fmt(lg['end'])} dB. "
-             "Least precise layers (local SQNR, the layer alone on the FP32 input):", ""]
-    lines += [f"- `{x['name']}` — {x['sqnr_db']:.1f} dB (weights {x['weight_sqnr_db']:.1f} dB, "
-              f"outlier ratio {x['outlier_ratio']})" for x in worst]
-    if d.get("static"):
-        s = d["static"]
-        lines += ["", f"INT8 static (PT2E): logits SQNR start {fmt(s['logits_sqnr_db']['start'])} dB, end "
-                      f"{fmt(s['logits_sqnr_db']['end'])} dB; answer “{_md_text(s['answer']) or 'no answer'}”."]
-    return "\n".join(lines)
-
-
-def mixed_frame(d: dict) -> pd.DataFrame:
-    m = d.get("mixed") or {}
-    rows = []
-    for r in m.get("results", []):
-        size = m.get("sizes_mib", {}).get(r["variant"])
-        rows.append({"model": r.get("label", r["variant"]),
-                     "answer": (r["answer"] or "(no answer)") if r["available"] else r.get("reason", ""),
-                     "median ms": r["latency_ms"]["median"] if r.get("latency_ms") else None,
-                     "size MiB": None if size is None else round(size, 2),
-                     "same answer as FP32": {True: "yes", False: "no"}.get(r.get("agrees"), "")})
-    return pd.DataFrame(rows, columns=["model", "answer", "median ms", "size MiB", "same answer as FP32"])
-
-
-# ---------------------------------------------------------------- the app
-
-
-def build_demo(comparator: Comparator) -> gr.Blocks:
-    """The whole UI around one ready `Comparator`. Does not launch."""
+def environment(comparator: Comparator) -> dict:
+    """The environment panel's facts, as they are now (static INT8 may have finished since start-up)."""
     info = comparator.info()
     avail = comparator.availability()
     if STATIC_VARIANT in avail:
         info["static"] = comparator.static_info() or avail[STATIC_VARIANT]
-    main_variants = [v for v in MAIN_VARIANTS + (STATIC_VARIANT,) if v in avail]
-    n_quantized = comparator.layer_counts["linear_int8"]
+    return info
+
+
+# ---------------------------------------------------------------- the tabs
+
+
+def compare_tab(demo: gr.Blocks, comparator: Comparator, service: CompareService, main_variants: list[str]):
+    """Passage + question in, one marked passage and a card per variant out. Returns (passage, question)."""
+    avail = comparator.availability()
+
+    def variants(extra: bool = False) -> list[str]:
+        now = comparator.availability()
+        return [v for v in main_variants + (list(EXTRA_VARIANTS) if extra else []) if v in now]
 
     @gpu
     def compare(passage: str, question: str, runs: int = DEFAULT_RUNS, extra: bool = False,
-                progress=gr.Progress()) -> dict:
+                request: gr.Request = None, progress=gr.Progress()) -> dict:
         """Answer with every variant; returns the comparison as a dict (see README, API)."""
-        variants = [v for v in main_variants + (list(EXTRA_VARIANTS) if extra else []) if v in avail]
         try:
-            result = comparator.compare(passage, question, runs=runs, variants=variants,
-                                        progress=lambda f, desc: progress(f, desc=desc))
+            return service.compare(passage, question, runs, variants(extra),
+                                   session=getattr(request, "session_hash", None), on_wait=line(progress),
+                                   progress=lambda f, desc: progress(f, desc=desc))
         except InputError as exc:
             raise rejected(str(exc)) from None
-        except Exception as exc:  # never a bare "error" page: say what failed, keep serving
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            log.exception("comparison failed")
-            raise gr.Error(f"The comparison failed: {type(exc).__name__}: {first}", print_exception=False) from None
-        d = result.to_dict()
-        d["context"] = result.context  # the passage as answered: offsets index into it
-        d["question"] = result.question
-        return d
+        except Busy as exc:
+            raise rejected(str(exc), title="Busy") from None
+        except Exception as exc:
+            raise failed("comparison", exc) from None
 
     def render(d: dict):
         by = {r["variant"]: r for r in d["results"]}
@@ -387,31 +214,112 @@ def build_demo(comparator: Comparator) -> gr.Blocks:
         for v in ALL_VARIANTS:
             r = by.get(v)
             if r is None:
-                outs += [gr.update(visible=v in main_variants), gr.update(), gr.update(visible=False)]
+                outs += [gr.update(visible=v in main_variants), gr.update()]
             else:
-                outs += [gr.update(visible=True), card_markdown(r, LABELS[v]),
-                         gr.update(value=highlight(d["context"], r), visible=bool(r.get("available")))]
-        notes = "".join(f"\n\n<sub>Note: {_md_text(n)}</sub>" for n in d.get("notes", []))
-        return [*outs, agreement_markdown(d) + notes, latency_frame(d)]
+                outs += [gr.update(visible=True), card_markdown(r, LABELS[v], d["context"])]
+        shown = [by[v] for v in ALL_VARIANTS if v in by]
+        return [*outs, agreement_markdown(d), passage_html(d["context"], shown), measurement_markdown(d),
+                latency_frame(d), sizes(d["sizes_mib"])]
+
+    def sizes(mib: dict) -> str:
+        return sizes_markdown(mib, comparator.layer_counts, comparator.quant.keep_fp32, str(comparator.quant))
+
+    def on_load():
+        """A page opened later sees what changed since start-up: static INT8 built (or failed), its size."""
+        why = comparator.availability().get(STATIC_VARIANT, "")
+        pending = comparator.variant(STATIC_VARIANT).pending
+        card = (f"### {LABELS[STATIC_VARIANT]}\n\n_Press Compare._" if why is None else
+                card_markdown({"available": False, "reason": why, "pending": pending}, LABELS[STATIC_VARIANT]))
+        return card, sizes(comparator.sizes_mib), env_markdown(environment(comparator))
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            passage = strict_text(gr.Textbox(label=f"Passage (up to {MAX_CONTEXT_CHARS:,} characters)", lines=5,
+                                             max_lines=6, max_length=MAX_CONTEXT_CHARS, elem_id="passage"))
+            question = strict_text(gr.Textbox(label="Question", max_length=MAX_QUESTION_CHARS, elem_id="question"))
+        with gr.Column(scale=1, min_width=220):
+            runs = strict_number(gr.Slider(MIN_RUNS, MAX_RUNS, value=DEFAULT_RUNS, step=1,
+                                           label="Timed runs per variant"))
+            extra = gr.Checkbox(False, label="Also run BF16 · CPU and FP16 · CUDA")
+            button = gr.Button("Compare", variant="primary", elem_id="compare-btn")
+    examples = load_examples()
+    gr.Examples([[e["passage"], e["question"]] for e in examples], inputs=[passage, question], cache_examples=False,
+                label="Examples", example_labels=[e["label"] for e in examples], elem_id="examples")
+    agreement = gr.Markdown(elem_classes="qq-agree", elem_id="agreement")
+    marked = gr.HTML(elem_id="passage-view", padding=False)
+    card_outputs = []
+    with gr.Row(equal_height=True):
+        for v in ALL_VARIANTS:
+            with gr.Column(visible=v in main_variants, elem_classes="qq-card", elem_id=f"card-{v}",
+                           min_width=220) as col:
+                md = gr.Markdown(card_markdown({"available": False, "reason": avail[v],
+                                                "pending": comparator.variant(v).pending}, LABELS[v])
+                                 if avail.get(v) else f"### {LABELS[v]}\n\n_Press Compare._", elem_id=f"md-{v}")
+            card_outputs += [col, md]
+    measured = gr.Markdown(elem_id="measurement")
+    with gr.Row():
+        chart = gr.BarPlot(latency_frame({"results": []}), x="variant", y="median_ms",
+                           title="Latency (median, ms; p90 in the tooltip)", tooltip=["variant", "median_ms", "p90_ms"],
+                           y_title="ms", x_title="", sort=[LABELS[v] for v in ALL_VARIANTS],  # the cards' order
+                           height=230, y_lim=[0, None], elem_id="latency-chart")
+        size_panel = gr.Markdown(sizes(comparator.sizes_mib), elem_id="sizes")
+    with gr.Accordion("Environment", open=False):
+        env_panel = gr.Markdown(env_markdown(environment(comparator)), elem_id="env")
+    result = gr.JSON(visible=False)
+    gr.on([button.click, question.submit], compare, [passage, question, runs, extra], result,
+          api_name="compare", concurrency_limit=MAX_LINE, concurrency_id="compare",  # every visitor reaches the line
+          show_progress="full"
+          ).success(render, result, card_outputs + [agreement, marked, measured, chart, size_panel],
+                    api_visibility="private", queue=False)
+    if STATIC_VARIANT in main_variants:
+        static_md = card_outputs[2 * ALL_VARIANTS.index(STATIC_VARIANT) + 1]
+        demo.load(on_load, None, [static_md, size_panel, env_panel], api_visibility="private", queue=False)
+    return passage, question
+
+
+def inspect_tab(comparator: Comparator, scheduler: Scheduler, passage, question) -> None:
+    """Where INT8 loses precision on the Compare tab's passage, and what keeping K layers in FP32 buys."""
+    n_quantized = comparator.layer_counts["linear_int8"]
 
     def inspect(passage: str, question: str, keep: int = 0, progress=gr.Progress()) -> dict:
         """Layer report (where INT8 loses precision) + the model with the `keep` least precise layers in FP32."""
         try:
-            k = int(keep)
-        except (TypeError, ValueError):
-            raise rejected(f"Layers kept in FP32 must be a whole number from 0 to {n_quantized}.") from None
-        try:
-            progress(0.1, desc="inspecting")
-            return comparator.inspect(passage, question, keep_least_precise=k, runs=INSPECT_RUNS)
+            def run(_check):
+                progress(0.1, desc="inspecting")
+                return comparator.inspect(passage, question, keep_least_precise=keep, runs=INSPECT_RUNS)
+
+            return scheduler.exclusive(run, estimate_s=5.0, on_wait=line(progress), label="inspection")
         except InputError as exc:
             raise rejected(str(exc)) from None
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            log.exception("inspection failed")
-            raise gr.Error(f"The inspection failed: {type(exc).__name__}: {first}", print_exception=False) from None
+            raise failed("inspection", exc) from None
 
-    def render_inspect(d: dict):
+    def render(d: dict):
         return (inspect_markdown(d), heatmap_figure(d), depth_figure(d), tokens_figure(d), mixed_frame(d))
+
+    gr.Markdown("Where INT8 loses precision on the Compare tab's passage and question: every INT8 Linear run on its "
+                "FP32 input (local SQNR), the error as it propagates through the layers, and the start / end "
+                "probabilities FP32 and INT8 give each passage token. Then keep the least precise layers in FP32 and "
+                "see what that buys.")
+    with gr.Row():
+        keep = strict_number(gr.Slider(0, n_quantized, value=0, step=1, elem_id="keep-k",
+                                       label="Keep the K least precise layers in FP32"))
+        button = gr.Button("Inspect", variant="primary", elem_id="inspect-btn")
+    summary = gr.Markdown(elem_id="inspect-summary")
+    with gr.Row():
+        heat = gr.Plot(label="Local SQNR", elem_id="plot-heatmap")
+        depth = gr.Plot(label="Propagated SQNR", elem_id="plot-depth")
+    tokens = gr.Plot(label="Token probabilities", elem_id="plot-tokens")
+    mixed = gr.Dataframe(label="FP32, INT8 and INT8 with the K least precise layers in FP32 (this passage)",
+                         interactive=False, elem_id="mixed-table")
+    out = gr.JSON(visible=False)
+    button.click(inspect, [passage, question, keep], out, api_name="inspect", concurrency_limit=4,
+                 concurrency_id="inspect", show_progress="full"
+                 ).success(render, out, [summary, heat, depth, tokens, mixed], api_visibility="private", queue=False)
+
+
+def evaluate_tab(comparator: Comparator, scheduler: Scheduler) -> None:
+    """EM / F1 and agreement with FP32 of every variant on a SQuAD file."""
 
     def run_eval(file, limit, progress=gr.Progress()):
         if file is None:
@@ -426,111 +334,54 @@ def build_demo(comparator: Comparator) -> gr.Blocks:
             examples = load_squad(file, limit=limit)
         except SquadFormatError as exc:
             raise rejected(str(exc), title="Not a SQuAD file") from None
-        rep = evaluate(comparator, examples, progress=lambda n, t: progress(n / t, desc=f"question {n}/{t}"))
+        rep = scheduler.exclusive(
+            lambda _check: evaluate(comparator, examples, progress=lambda n, t: progress(n / t, desc=f"question {n}/{t}")),
+            estimate_s=0.2 * len(examples), on_wait=line(progress), label="evaluation")
         d = rep.to_dict()
-        table = pd.DataFrame([{"variant": LABELS.get(r["variant"], r["variant"]), "EM %": r["exact_match"],
-                               "F1 %": r["f1"], "questions": r["n"], "questions/s": r["questions_per_s"],
-                               "answerable EM / F1": (f"{r['has_ans']['exact_match']:.1f} / {r['has_ans']['f1']:.1f}"
-                                                      if r.get("has_ans") else ""),
-                               "unanswerable EM / F1": (f"{r['no_ans']['exact_match']:.1f} / {r['no_ans']['f1']:.1f}"
-                                                        if r.get("no_ans") else "")}
-                              for r in d["results"]])
-        dis = pd.DataFrame([{"question": x["question"], "passage": x["snippet"], "FP32": x["fp32"] or "(no answer)",
-                             "INT8": x["int8"] or "(no answer)", "gold": x["gold"] or "(unanswerable)"}
-                            for x in d["disagreements"]], columns=["question", "passage", "FP32", "INT8", "gold"])
-        summary = (f"**Agreement:** INT8 gives exactly the FP32 span on **{d['agreement']:.1f}%** of "
-                   f"{d['results'][0]['n']} questions; mean |confidence difference| {d['mean_abs_score_diff']:.4f}."
-                   if d["agreement"] is not None else "")
-        if d["skipped"]:
-            summary += (f"\n\nSkipped {len(d['skipped'])} question(s): " +
-                        "; ".join(_md_text(s) for s in d["skipped"][:3]) + ("; …" if len(d["skipped"]) > 3 else ""))
+        table, summary, dis = evaluation_frames(d)
         return table, summary, dis, d
 
+    gr.Markdown("Exact match and F1 (official SQuAD normalization) of every variant on a SQuAD v1.1 / v2.0 JSON file "
+                "(at most 20 MB), plus how often INT8 gives exactly the FP32 span. Passages over "
+                f"{MAX_CONTEXT_CHARS:,} characters or 32 windows are skipped, with the reason.")
+    with gr.Row():
+        upload = gr.File(label="SQuAD-format JSON", file_types=[".json"], type="filepath")
+        limit = gr.Number(100, label=f"First N questions (1–{EVAL_MAX_QUESTIONS})", precision=0,
+                          minimum=1, maximum=EVAL_MAX_QUESTIONS)
+    button = gr.Button("Evaluate", variant="primary")
+    table = gr.Dataframe(label="Scores", interactive=False)
+    summary = gr.Markdown()
+    dis = gr.Dataframe(label="Questions where INT8 and FP32 disagree", interactive=False, wrap=True)
+    out = gr.JSON(visible=False)
+    button.click(run_eval, [upload, limit], [table, summary, dis, out], api_name="evaluate", concurrency_limit=2,
+                 concurrency_id="evaluate")
+
+
+def build_demo(comparator: Comparator, scheduler: Scheduler | None = None, warm_examples: bool = True) -> gr.Blocks:
+    """The whole UI around one ready `Comparator`; every timed run goes through `scheduler`'s line (one at a time,
+    identical requests shared). With `warm_examples`, the examples are measured in the background. Does not launch."""
+    service = CompareService(comparator, scheduler or Scheduler())
+    avail = comparator.availability()
+    main_variants = [v for v in MAIN_VARIANTS + (STATIC_VARIANT,) if v in avail]
     with gr.Blocks(title="QuantQA — FP32 vs INT8 BERT question answering") as demo:
         gr.Markdown(
             "# QuantQA — what INT8 quantization does to a BERT QA model\n"
-            f"One model (**{_md_text(comparator.display_name)}**), answered side by side: FP32 on CPU, "
+            f"One model (**{md_text(comparator.display_name)}**), answered side by side: FP32 on CPU, "
             "dynamically quantized INT8 on CPU, FP32 on CUDA"
             + (", static INT8 (PT2E) on CPU" if STATIC_VARIANT in main_variants else "") +
             ". Latencies are medians over live timed runs (warm-up first, tokenization outside the clock, "
             "variants interleaved). *Inspect* shows where INT8 loses precision.", elem_id="header")
         with gr.Tab("Compare"):
-            with gr.Row():
-                with gr.Column(scale=3):
-                    passage = strict_text(gr.Textbox(label=f"Passage (up to {MAX_CONTEXT_CHARS:,} characters)",
-                                                     lines=8, max_length=MAX_CONTEXT_CHARS, elem_id="passage"))
-                    question = strict_text(gr.Textbox(label="Question", max_length=MAX_QUESTION_CHARS,
-                                                      elem_id="question"))
-                with gr.Column(scale=1, min_width=220):
-                    runs = strict_number(gr.Slider(MIN_RUNS, MAX_RUNS, value=DEFAULT_RUNS, step=1,
-                                                   label="Timed runs per variant"))
-                    extra = gr.Checkbox(False, label="Also run BF16 · CPU and FP16 · CUDA")
-                    button = gr.Button("Compare", variant="primary", elem_id="compare-btn")
-            gr.Examples(load_examples(), inputs=[passage, question], cache_examples=False, label="Examples")
-            agreement = gr.Markdown(elem_classes="qq-agree", elem_id="agreement")
-            card_outputs = []
-            with gr.Row(equal_height=True):
-                for v in ALL_VARIANTS:
-                    with gr.Column(visible=v in main_variants, elem_classes="qq-card", elem_id=f"card-{v}",
-                                   min_width=240) as col:
-                        md = gr.Markdown(card_markdown({"available": False, "reason": avail[v]}, LABELS[v])
-                                         if avail.get(v) else f"### {LABELS[v]}\n\n_Press Compare._")
-                        hl = gr.HighlightedText(label="Answer in the passage", show_legend=False,
-                                                show_inline_category=False, elem_classes="qq-hl",
-                                                color_map={"answer": "#fbbf24"}, combine_adjacent=False,
-                                                visible=False, elem_id=f"hl-{v}")
-                    card_outputs += [col, md, hl]
-            with gr.Row():
-                chart = gr.BarPlot(latency_frame({"results": []}), x="variant",
-                                   y="median_ms", title="Latency (median, ms; p90 in the tooltip)",
-                                   tooltip=["variant", "median_ms", "p90_ms"], y_title="ms", x_title="",
-                                   sort=[LABELS[v] for v in ALL_VARIANTS],  # the cards' order, not alphabetical
-                                   height=280, y_lim=[0, None], elem_id="latency-chart")
-                gr.Markdown(sizes_markdown(comparator.sizes_mib, comparator.layer_counts, comparator.quant.keep_fp32),
-                            elem_id="sizes")
-            with gr.Accordion("Environment", open=False):
-                gr.Markdown(env_markdown(info), elem_id="env")
-            result = gr.JSON(visible=False)
-            gr.on([button.click, question.submit], compare, [passage, question, runs, extra], result,
-                  api_name="compare", concurrency_limit=1, concurrency_id="model", show_progress="full"
-                  ).success(render, result, card_outputs + [agreement, chart], api_visibility="private", queue=False)
+            passage, question = compare_tab(demo, comparator, service, main_variants)
         with gr.Tab("Inspect", elem_id="inspect-tab"):
-            gr.Markdown("Where INT8 loses precision on the Compare tab's passage and question: every INT8 Linear "
-                        "run on its FP32 input (local SQNR), the error as it propagates through the layers, and "
-                        "the start / end probabilities FP32 and INT8 give each passage token. Then keep the least "
-                        "precise layers in FP32 and see what that buys.")
-            with gr.Row():
-                keep = strict_number(gr.Slider(0, n_quantized, value=0, step=1, elem_id="keep-k",
-                                               label="Keep the K least precise layers in FP32"))
-                inspect_btn = gr.Button("Inspect", variant="primary", elem_id="inspect-btn")
-            inspect_summary = gr.Markdown(elem_id="inspect-summary")
-            with gr.Row():
-                heat = gr.Plot(label="Local SQNR", elem_id="plot-heatmap")
-                depth = gr.Plot(label="Propagated SQNR", elem_id="plot-depth")
-            tokens = gr.Plot(label="Token probabilities", elem_id="plot-tokens")
-            mixed = gr.Dataframe(label="FP32, INT8 and INT8 with the K least precise layers in FP32 (this passage)",
-                                 interactive=False, elem_id="mixed-table")
-            inspect_json = gr.JSON(visible=False)
-            inspect_btn.click(inspect, [passage, question, keep], inspect_json, api_name="inspect",
-                              concurrency_limit=1, concurrency_id="model", show_progress="full"
-                              ).success(render_inspect, inspect_json, [inspect_summary, heat, depth, tokens, mixed],
-                                        api_visibility="private", queue=False)
+            inspect_tab(comparator, service.scheduler, passage, question)
         with gr.Tab("Evaluate"):
-            gr.Markdown("Exact match and F1 (official SQuAD normalization) of every variant on a SQuAD v1.1 / "
-                        "v2.0 JSON file (at most 20 MB), plus how often INT8 gives exactly the FP32 span. "
-                        f"Passages over {MAX_CONTEXT_CHARS:,} characters or 32 windows are skipped, with the reason.")
-            with gr.Row():
-                upload = gr.File(label="SQuAD-format JSON", file_types=[".json"], type="filepath")
-                limit = gr.Number(100, label=f"First N questions (1–{EVAL_MAX_QUESTIONS})", precision=0,
-                                  minimum=1, maximum=EVAL_MAX_QUESTIONS)
-            eval_btn = gr.Button("Evaluate", variant="primary")
-            eval_table = gr.Dataframe(label="Scores", interactive=False)
-            eval_summary = gr.Markdown()
-            eval_dis = gr.Dataframe(label="Questions where INT8 and FP32 disagree", interactive=False, wrap=True)
-            eval_json = gr.JSON(visible=False)
-            eval_btn.click(run_eval, [upload, limit], [eval_table, eval_summary, eval_dis, eval_json],
-                           api_name="evaluate", concurrency_limit=1, concurrency_id="model")
+            evaluate_tab(comparator, service.scheduler)
     demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    if warm_examples:  # the examples are ready before the audience is
+        service.warm([(e["passage"], e["question"]) for e in load_examples()], DEFAULT_RUNS,
+                     lambda: [v for v in main_variants if v in comparator.availability()])
+    demo.scheduler = service.scheduler  # for tests and the console
     return demo
 
 
@@ -541,7 +392,7 @@ def launch_kwargs(host: str = "127.0.0.1", port: int | None = 7860, share: bool 
     quiet: Gradio's banner would advise `share=True` in code; main() prints its own lines."""
     return dict(server_name=host, server_port=port or None, share=share, ssr_mode=ssr, run_history=run_history,
                 enable_monitoring=False, max_file_size=EVAL_MAX_FILE, show_error=False, theme=THEME, css=CSS,
-                footer_links=["api"], quiet=True)
+                footer_links=["api"], quiet=True, max_threads=MAX_THREADS)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -553,12 +404,15 @@ def main(args: argparse.Namespace) -> int:
                                 variants=MAIN_VARIANTS + ((STATIC_VARIANT,) if args.static else ()) + EXTRA_VARIANTS,
                                 quant=QuantConfig(embeddings=args.embeddings, engine=args.engine,
                                                   torchscript=args.torchscript, per_channel=args.per_channel,
-                                                  keep_fp32=args.keep_fp32))
+                                                  keep_fp32=args.keep_fp32),
+                                static="background")  # the page serves at once; the static card says when ready
     except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"[quantqa] OpenMP wait policy: {THREAD_POLICY.describe()}", flush=True)
-    demo = build_demo(comparator)
+    from quant.serving import Scheduler
+
+    demo = build_demo(comparator, Scheduler(max_line=args.max_line))
     try:
         demo.launch(prevent_thread_lock=True, **launch_kwargs(host=args.host, port=args.port, share=args.share,
                                                               ssr=args.ssr, run_history=args.run_history))

@@ -3,7 +3,8 @@
 Public names (no Gradio anywhere in this package), imported on first use so
 that `import quant` (and every `--help`) stays fast:
 
-    Comparator, Comparison, VariantResult   compare.py  run every variant on one question
+    ModelSet                                variants.py every variant of one model, built once (and sizes)
+    Comparator, Comparison, VariantResult   compare.py  operations over it: every variant on one question
     load_model, ModelLoadError, set_threads models.py   load once (hub id or local folder)
     QuantConfig, quantize, choose_engine    quantize.py FP32 -> dynamic INT8 (a copy); keep_fp32, per_channel
     save_artifact, load_artifact
@@ -34,6 +35,7 @@ _WHERE = {
     "InputError": "inputs", "check_inputs": "inputs",
     "DEFAULT_MODEL": "models", "ModelLoadError": "models", "load_model": "models", "set_threads": "models",
     "Span": "qa", "best_span": "qa", "rank_spans": "qa", "encode": "qa",
+    "ModelSet": "variants",
     "QuantConfig": "quantize", "choose_engine": "quantize", "count_quantized": "quantize",
     "load_artifact": "quantize", "quantize": "quantize", "save_artifact": "quantize",
     "Inspector": "inspect", "sqnr_db": "inspect",

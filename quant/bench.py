@@ -262,7 +262,7 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
               startup: bool = False, progress: bool = False, log: Callable[[str], None] | None = None,
               static_cache=None) -> BenchReport:
     from .compare import STATIC_VARIANT
-    from .inspect import sqnr_db
+    from .metrics import sqnr_db
     from .size import state_dict_mib
 
     quant = quant or QuantConfig()

@@ -33,82 +33,52 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .metrics import json_db, noise_ratio, outlier_ratio, ratio_db, sqnr_db  # noqa: F401 (re-exported)
 from .qa import Encoded, rank_spans, window_probs
 from .quantize import is_quantized_linear, linear_names
 
-KINDS = {  # module path suffix -> short kind (BERT naming)
-    "attention.self.query": "query",
-    "attention.self.key": "key",
-    "attention.self.value": "value",
-    "attention.output.dense": "attention output",
-    "intermediate.dense": "FFN in",
-    "output.dense": "FFN out",
-    "qa_outputs": "QA head",
-}
+# Module path suffix -> short kind, for every extractive-QA family transformers has (checked in order: the more
+# specific suffixes first). BERT, RoBERTa, XLM-RoBERTa, ELECTRA: attention.self.query ... output.dense;
+# DistilBERT: q_lin ... ffn.lin2; ALBERT (one layer shared by every depth): attention.query ... ffn_output;
+# DeBERTa-v2: query_proj ... plus the relative-position projections; MobileBERT: bottlenecks and stacked FFNs.
+KINDS = (
+    (r"(attention\.self\.query(_proj)?|attention\.query|attention\.q_lin)$", "query"),
+    (r"(attention\.self\.key(_proj)?|attention\.key|attention\.k_lin)$", "key"),
+    (r"(attention\.self\.value(_proj)?|attention\.value|attention\.v_lin)$", "value"),
+    (r"attention\.self\.pos_query_proj$", "position query"),
+    (r"attention\.self\.pos_key_proj$", "position key"),
+    (r"(attention\.output\.dense|attention\.out_lin|albert_layers\.\d+\.attention\.dense)$", "attention output"),
+    (r"ffn\.(\d+)\.intermediate\.dense$", "FFN{} in"),
+    (r"ffn\.(\d+)\.output\.dense$", "FFN{} out"),
+    (r"bottleneck\.input\.dense$", "bottleneck in"),
+    (r"bottleneck\.attention\.dense$", "bottleneck attention"),
+    (r"output\.bottleneck\.dense$", "bottleneck out"),
+    (r"(intermediate\.dense|ffn\.lin1|albert_layers\.\d+\.ffn)$", "FFN in"),
+    (r"(output\.dense|ffn\.lin2|ffn_output)$", "FFN out"),
+    (r"(embeddings_project|embedding_hidden_mapping_in|embedding_transformation)$", "embedding projection"),
+    (r"qa_outputs$", "QA head"),
+)
 HEATMAP_KINDS = ("query", "key", "value", "attention output", "FFN in", "FFN out")
-
-
-# ------------------------------------------------------------------------------------------- metrics
-
-
-def noise_ratio(ref: torch.Tensor, test: torch.Tensor) -> float:
-    """sum((ref - test)^2) / sum(ref^2): noise power relative to the signal (0 identical, inf if `ref` is 0)."""
-    ref, test = ref.detach().double(), test.detach().double()
-    noise = float(((ref - test) ** 2).sum())
-    if noise == 0.0:
-        return 0.0
-    signal = float((ref ** 2).sum())
-    return noise / signal if signal else math.inf
-
-
-def ratio_db(ratio: float) -> float:
-    """A noise ratio in dB of SQNR: math.inf for no noise, -math.inf for no signal."""
-    if ratio == 0.0:
-        return math.inf
-    return -math.inf if ratio == math.inf else -10.0 * math.log10(ratio)
-
-
-def sqnr_db(ref: torch.Tensor, test: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB; math.inf when identical, -math.inf when `ref` is all zero."""
-    return ratio_db(noise_ratio(ref, test))
-
-
-def outlier_ratio(x: torch.Tensor, q: float = 0.999) -> float:
-    """max |x| / q-quantile of |x| (1.0 for a flat distribution; tens for a few dominant channels)."""
-    a = x.detach().abs().flatten().float()
-    if a.numel() == 0:
-        return 1.0
-    k = max(1, int(math.ceil((1.0 - q) * a.numel())))  # the k-th largest is the q-quantile
-    top = torch.topk(a, k).values
-    qv = float(top[-1])
-    mx = float(top[0])
-    return mx / qv if qv > 0 else (1.0 if mx == 0 else math.inf)
-
-
-def _json_db(v: float | None) -> float | None:
-    """dB for JSON: +inf (no noise) -> null; -inf (no signal) -> -999."""
-    if v is None or v == math.inf:
-        return None
-    if v == -math.inf:
-        return -999.0
-    return round(v, 2)
+_LAYER = re.compile(r"\.(?:layer|albert_layers)\.(\d+)\.")
 
 
 def layer_kind(name: str) -> tuple[str, int | None]:
-    """('FFN in', 3) for 'bert.encoder.layer.3.intermediate.dense'."""
-    m = re.search(r"\.layer\.(\d+)\.", name)
-    for suffix, kind in KINDS.items():
-        if name.endswith(suffix):
-            return kind, int(m.group(1)) if m else None
-    return "linear", int(m.group(1)) if m else None
+    """('FFN in', 3) for 'bert.encoder.layer.3.intermediate.dense'; ('query', 0) for DistilBERT's
+    'distilbert.transformer.layer.0.attention.q_lin'; ALBERT's shared layer is layer 0 of its group."""
+    m = _LAYER.search(name)
+    layer = int(m.group(1)) if m else None
+    for pattern, kind in KINDS:
+        k = re.search(pattern, name)
+        if k:
+            return (kind.format(int(k.group(1)) + 1) if "{}" in kind else kind), layer
+    return "linear", layer
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -127,8 +97,8 @@ class LayerStat:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["sqnr_db"] = _json_db(self.sqnr_db) if self.quantized else None
-        d["weight_sqnr_db"] = _json_db(self.weight_sqnr_db) if self.quantized else None
+        d["sqnr_db"] = json_db(self.sqnr_db) if self.quantized else None
+        d["weight_sqnr_db"] = json_db(self.weight_sqnr_db) if self.quantized else None
         d["input_absmax"] = round(self.input_absmax, 4)
         d["outlier_ratio"] = round(self.outlier_ratio, 2) if math.isfinite(self.outlier_ratio) else None
         return d
@@ -159,8 +129,8 @@ class Report:
         return {
             "model": self.model,
             "layers": [x.to_dict() for x in self.layers],
-            "hidden_sqnr_db": [_json_db(v) for v in self.hidden_sqnr_db],
-            "logits_sqnr_db": {k: _json_db(v) for k, v in self.logits_sqnr_db.items()},
+            "hidden_sqnr_db": [json_db(v) for v in self.hidden_sqnr_db],
+            "logits_sqnr_db": {k: json_db(v) for k, v in self.logits_sqnr_db.items()},
             "tokens": self.tokens,
             "answers": self.answers,
             "margin": self.margin,
@@ -368,30 +338,9 @@ def least_precise(report: Report, k: int) -> list[str]:
     return [x.name for x in report.worst(k)]
 
 
-class MixedModels:
-    """INT8 models with some Linear layers kept in FP32, built once per set of layers.
+def __getattr__(name: str):
+    if name == "MixedModels":  # moved to variants.py (it builds models); kept importable from here
+        from .variants import MixedModels
 
-    At most `capacity` models are held (least recently used dropped first): each
-    costs about the INT8 model's memory plus the kept layers' FP32 weights.
-    Building one shares nothing mutable with the source models (quantize() copies).
-    """
-
-    def __init__(self, build: Callable[[tuple[str, ...]], Any], capacity: int = 3):
-        self.build, self.capacity = build, capacity
-        self._cache: OrderedDict[tuple[str, ...], Any] = OrderedDict()
-        self.builds = 0
-
-    def get(self, keep: list[str] | tuple[str, ...]) -> Any:
-        key = tuple(sorted(keep))
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        model = self.build(key)
-        self.builds += 1
-        self._cache[key] = model
-        while len(self._cache) > self.capacity:
-            self._cache.popitem(last=False)
-        return model
-
-    def __len__(self) -> int:
-        return len(self._cache)
+        return MixedModels
+    raise AttributeError(name)

@@ -158,8 +158,15 @@ def load_model(model_id: str = DEFAULT_MODEL) -> LoadedModel:
                        max_length=window_length(model.config, tokenizer))
 
 
+# Families whose position ids start after padding_idx (RoBERTa's `create_position_ids_from_input_ids`): of their
+# max_position_embeddings, pad_token_id + 1 are never a token's position (roberta-base: 514 for 512 tokens).
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text", "xmod")
+
+
 def window_length(config, tokenizer) -> int:
     """Tokens per window: 384 (the SQuAD convention), or less where the model or tokenizer allows less."""
-    limit = min(int(getattr(config, "max_position_embeddings", 512) or 512),
-                int(tokenizer.model_max_length) if tokenizer.model_max_length < 1e6 else 512, 512)
+    positions = int(getattr(config, "max_position_embeddings", 512) or 512)
+    if getattr(config, "model_type", "") in OFFSET_POSITIONS:
+        positions -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    limit = min(positions, int(tokenizer.model_max_length) if tokenizer.model_max_length < 1e6 else 512, 512)
     return min(384, limit)

@@ -31,7 +31,7 @@ from torch import nn
 from .compare import run_windows
 from .evaluate import Example, score
 from .inputs import InputError
-from .inspect import noise_ratio, ratio_db
+from .metrics import noise_ratio, ratio_db
 from .qa import best_span
 from .quantize import QuantConfig, is_quantized_linear, linear_names, trace_or_eager
 from .size import state_dict_mib

@@ -193,3 +193,31 @@ def test_cards_render_user_text_inert():
     assert app_module.highlight("abc def", dict(r, start=4, end=7)) == {
         "text": "abc def", "entities": [{"entity": "answer", "start": 4, "end": 7}]}
     assert app_module.highlight("abc", dict(r, start=0, end=0))["entities"] == []
+
+
+def test_inspect_refuses_a_fraction_of_a_layer(client):
+    from gradio_client.exceptions import AppError
+
+    ex = tinymodels.held_out_examples(1, seed=45)[0]
+    for bad in (2.5, "3", True):
+        with pytest.raises(AppError, match="whole number"):
+            client.predict(ex.context, ex.question, bad, api_name="/inspect")
+    assert client.predict(ex.context, ex.question, 2.0, api_name="/inspect")["mixed"]["k"] == 2  # 2.0 is whole
+
+
+def test_token_chart_names_neighbouring_answers_in_the_legend():
+    """FP32 and INT8 answers on neighbouring tokens: their bands are legend entries, never labels that overlap."""
+    from quant.figures import tokens_figure
+
+    toks = [{"text": w, "start": i * 6, "end": i * 6 + 5, "p_start": {"fp32": 0.1, "int8": 0.1},
+             "p_end": {"fp32": 0.1, "int8": 0.1}} for i, w in enumerate(["alpha", "bravo", "charl", "delta"])]
+    d = {"tokens": toks, "answers": {"fp32": {"best": {"start": 6, "end": 11}}, "int8": {"best": {"start": 12, "end": 17}}}}
+    fig = tokens_figure(d)
+    assert not [a for a in fig.layout.annotations if "answer" in (a.text or "")]  # no text labels on the bands
+    bands = [sh for sh in fig.layout.shapes if sh.type == "rect"]
+    legend = [sh.name for sh in bands if sh.showlegend]
+    assert sorted(legend) == ["FP32 answer", "INT8 answer"]  # each named once in the legend
+    by = {sh.name: sh for sh in bands}
+    assert by["FP32 answer"].x1 <= by["INT8 answer"].x0  # neighbours, not overlapping
+    same = tokens_figure({**d, "answers": {"fp32": d["answers"]["fp32"], "int8": d["answers"]["fp32"]}})
+    assert [sh.name for sh in same.layout.shapes if sh.type == "rect" and sh.showlegend] == ["FP32 and INT8 answer"]

@@ -55,12 +55,12 @@ def minilm_page(browser, minilm_app_url):
 
 
 def _wait_result(pg, passage_snippet: str):
-    """Wait until the cards show the result for the passage that contains `passage_snippet`.
+    """Wait until the page shows the result for the passage that contains `passage_snippet`.
 
-    White space is ignored: the highlight widget splits the passage into spans around the answer.
+    White space is ignored (the marked passage wraps answers in elements of their own).
     """
     pg.wait_for_function(
-        """snip => { const a = document.querySelector('#agreement'); const h = document.querySelector('#hl-int8-cpu');
+        """snip => { const a = document.querySelector('#agreement'); const h = document.querySelector('#qq-passage');
                      const squash = s => s.replace(/\\s+/g, '');
                      return a && a.innerText.includes('INT8') && h && squash(h.textContent).includes(squash(snip)); }""",
         arg=passage_snippet, timeout=120_000)
@@ -68,7 +68,7 @@ def _wait_result(pg, passage_snippet: str):
 
 def test_first_example_three_cards_and_chart(page, tmp_path):
     first = json.loads((ROOT / "assets" / "examples.json").read_text(encoding="utf-8"))[0]
-    page.get_by_text(first["passage"][:40]).first.click()  # the Examples table row
+    page.locator("#examples").get_by_text(first["label"], exact=True).click()  # the example's button
     from playwright.sync_api import expect
 
     expect(page.locator("#passage textarea")).to_have_value(first["passage"], timeout=30_000)
@@ -97,15 +97,15 @@ def test_html_in_passage_is_text_not_code(page, tmp_path):
     _wait_result(page, "born in London in 1815")
     assert page.evaluate("window.__pwned") is None
     # shown as text (compare without white space: the widget adds some between its spans)
-    shown = "".join(page.locator("#hl-int8-cpu .textfield").text_content().split())
+    shown = "".join(page.locator("#qq-passage").text_content().split())
     assert "".join('<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'.split()) in shown
-    assert page.locator("#hl-fp32-cpu img").count() == 0
+    assert page.locator("#qq-passage img").count() == 0 and page.locator("#qq-passage script").count() == 0
     # whatever the tiny model answers, the highlight is exactly the answer shown on the card
     card = page.locator("#card-int8-cpu").inner_text()
     answer = card.split("“", 1)[1].split("”", 1)[0] if "“" in card else ""
-    highlighted = page.locator("#hl-int8-cpu .token.highlighted")
+    highlighted = page.locator("#qq-passage mark[data-variant=int8-cpu]")
     if answer:
-        assert highlighted.first.inner_text().strip() == answer.strip()
+        assert "".join(highlighted.all_text_contents()).strip() == answer.strip()
     else:
         assert highlighted.count() == 0
 
@@ -118,19 +118,19 @@ def test_highlight_reads_as_running_text(page):
     page.click("#compare-btn")
     _wait_result(page, "Grace Hopper was born")
     geo = page.evaluate("""() => {
-        const field = document.querySelector('#hl-fp32-cpu .textfield');
-        const chip = field.querySelector('.token.highlighted');
+        const field = document.querySelector('#qq-passage');
+        let chip = field.querySelector('mark[data-variant=fp32-cpu]');
+        while (chip.parentElement.tagName === 'MARK') chip = chip.parentElement;  // the outermost mark of the answer
         const walker = document.createTreeWalker(field, NodeFilter.SHOW_TEXT);
         let before = null, after = null, node;
         while ((node = walker.nextNode())) {
-            // the passage's own text only: Gradio also puts white-space nodes between its span elements
-            if (chip.contains(node) || !node.textContent.length || !node.parentElement.classList.contains('text')) continue;
+            if (chip.contains(node) || !node.textContent.length) continue;
             if (chip.compareDocumentPosition(node) & Node.DOCUMENT_POSITION_PRECEDING) before = node;
             else if (!after) after = node;
         }
         const rect = (n, i) => { const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
                                  return r.getBoundingClientRect(); };
-        const c = chip.querySelector('.text') || chip;
+        const c = chip;
         const b = rect(before, before.textContent.length - 1), a = rect(after, 0), k = c.getBoundingClientRect();
         return {display: getComputedStyle(field).display, chip: chip.innerText.trim(), afterChar: after.textContent[0],
                 sameLine: Math.abs(b.top - k.top) < 8, gapAfter: a.left - k.right};
@@ -194,7 +194,10 @@ def test_readme_inspect_screenshot(minilm_page):
     pg = minilm_page
     pg.get_by_role("tab", name="Compare").click()
     second = json.loads((ROOT / "assets" / "examples.json").read_text(encoding="utf-8"))[1]
-    pg.get_by_text(second["passage"][:40]).first.click()
+    pg.locator("#examples").get_by_text(second["label"], exact=True).click()
+    from playwright.sync_api import expect
+
+    expect(pg.locator("#passage textarea")).to_have_value(second["passage"], timeout=30_000)
     _inspect(pg, 8)
     assert "output.dense" in pg.locator("#inspect-summary").inner_text()  # FFN out: the least precise here
     assert "INT8, 8 least precise in FP32" in pg.locator("#mixed-table").inner_text()
@@ -202,3 +205,94 @@ def test_readme_inspect_screenshot(minilm_page):
     if os.environ.get("QUANTQA_UPDATE_SCREENSHOT") == "1":
         pg.screenshot(path=str(ROOT / "assets" / "inspect.png"), full_page=True)
     assert not pg.js_errors, pg.js_errors
+
+
+# ------------------------------------------------------------------ what a person sees (WCAG contrast, size)
+
+MARKS_JS = """() => {
+    const passage = document.querySelector('#qq-passage');
+    const bgOf = el => { for (let e = el; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor;
+                         if (c && c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c; } return 'rgb(255, 255, 255)'; };
+    return Array.from(passage.querySelectorAll('mark')).map(m => {
+        const s = getComputedStyle(m), r = m.getBoundingClientRect();
+        return {variant: m.dataset.variant, text: m.textContent, bottom: r.bottom, height: r.height,
+                fontSize: parseFloat(s.fontSize), border: parseFloat(s.borderBottomWidth),
+                borderStyle: s.borderBottomStyle, borderColor: s.borderBottomColor, markBg: s.backgroundColor,
+                color: s.color, passageBg: bgOf(passage), nested: m.parentElement.tagName === 'MARK'};
+    });
+}"""
+
+
+def _rgba(css: str) -> tuple[float, float, float, float]:
+    import re
+
+    v = [float(x) for x in re.findall(r"[\d.]+", css)]
+    return v[0], v[1], v[2], v[3] if len(v) > 3 else 1.0
+
+
+def _over(fg: str, bg: str) -> tuple[float, float, float]:
+    """`fg` composited over the opaque `bg` (what the eye gets from a translucent colour)."""
+    r, g, b, a = _rgba(fg)
+    R, G, B, _ = _rgba(bg)
+    return r * a + R * (1 - a), g * a + G * (1 - a), b * a + B * (1 - a)
+
+
+def contrast(a: tuple, b: tuple) -> float:
+    """WCAG 2 contrast ratio of two sRGB colours (1 to 21)."""
+    def lum(rgb):
+        c = [x / 255 for x in rgb[:3]]
+        c = [x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4 for x in c]
+        return 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]
+
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_contrast_helper_matches_wcag():
+    assert contrast((0, 0, 0), (255, 255, 255)) == pytest.approx(21.0)
+    assert contrast((255, 255, 255), (255, 255, 255)) == pytest.approx(1.0)
+    assert contrast((254, 243, 199), (255, 255, 255)) < 1.2  # a pale yellow chip on white: invisible as a shape
+    assert 1.6 < contrast((251, 191, 36), (255, 255, 255)) < 1.8  # the old amber chip: "about 1.7:1"
+
+
+def card_answer(pg, v: str) -> str:
+    card = pg.locator(f"#card-{v}").inner_text()
+    return card.split("“", 1)[1].split("”", 1)[0] if "“" in card else ""
+
+
+@pytest.mark.minilm
+def test_every_answer_mark_is_visible_and_the_page_is_short(minilm_page):
+    """Real text (1,000 characters) on real weights: each variant's answer is a mark a person can see
+    (WCAG 1.4.11: an underline >= 2 px at >= 3:1 against the passage; the text on it >= 4.5:1; a box as tall
+    as the text), answers that overlap show each variant's line, and the whole Compare page fits 1,600 px."""
+    pg = minilm_page
+    pg.get_by_role("tab", name="Compare").click()
+    ex = json.loads((ROOT / "assets" / "examples.json").read_text(encoding="utf-8"))[-1]
+    assert ex["passage"].startswith("The Normans") and len(ex["passage"]) >= 1000
+    pg.fill("#passage textarea", ex["passage"])
+    pg.fill("#question input, #question textarea", ex["question"])
+    pg.click("#compare-btn")
+    _wait_result(pg, ex["passage"][-40:])
+    marks = pg.evaluate(MARKS_JS)
+    assert marks, "no answer is marked in the passage"
+    for m in marks:
+        bg = _over(m["passageBg"], "rgb(255, 255, 255)")
+        line = contrast(_over(m["borderColor"], m["passageBg"]), bg) if m["borderStyle"] != "none" else 0.0
+        fill = contrast(_over(m["markBg"], m["passageBg"]), bg)
+        assert (m["border"] >= 2 and line >= 3.0) or fill >= 3.0, m
+        assert contrast(_rgba(m["color"])[:3], _over(m["markBg"], m["passageBg"])) >= 4.5, m
+        assert m["height"] >= m["fontSize"], m
+    shown = {v: card_answer(pg, v) for v in ("fp32-cpu", "int8-cpu", "int8-static-cpu")}
+    for v, answer in shown.items():  # every card's answer is marked, and only it
+        got = "".join(m["text"] for m in marks if m["variant"] == v)
+        assert got.strip() == answer.strip(), (v, got, answer)
+    by_text: dict[str, list] = {}
+    for m in marks:
+        by_text.setdefault(m["text"], []).append(m)
+    for same in by_text.values():  # overlapping answers: one line per variant, at distinct heights
+        assert len({round(m["bottom"]) for m in same}) == len(same), same
+    height = pg.evaluate("() => document.documentElement.scrollHeight")
+    assert height <= 1600, f"the Compare page is {height} px tall at 1400 px wide"
+    assert not pg.js_errors, pg.js_errors
+    if os.environ.get("QUANTQA_UPDATE_SCREENSHOT") == "1":
+        pg.screenshot(path=str(ROOT / "assets" / "compare-after.png"), full_page=True)

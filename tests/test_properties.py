@@ -4,7 +4,7 @@ import unicodedata
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from quant.inputs import clean_text
@@ -106,9 +106,12 @@ def test_best_span_is_a_slice_of_the_passage(tokenizer, passage, question, seed,
 
 
 @given(passage=PASSAGE)
+@example(passage="Ada Lovelace was born in London in 1815.")  # pinned: a passage that has the answer
+@example(passage="\x00Ada Lovelace was born in London in 1815.\x07")  # control characters around it
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_compare_answer_is_the_slice_for_any_passage(trained, passage):
-    """End to end (validation, cleaning, windows, both variants): offsets index the passage as typed."""
+    """End to end (validation, cleaning, windows, both variants): the offsets index the passage *as typed*;
+    only characters that cleaning replaced (controls -> space, lone surrogates -> U+FFFD) may differ."""
     from quant import InputError
 
     try:
@@ -118,6 +121,12 @@ def test_compare_answer_is_the_slice_for_any_passage(trained, passage):
         return
     assert len(c.context) == len(passage)
     for r in c.results:
-        if r.available:
-            assert 0 <= r.start <= r.end <= len(passage)
-            assert c.context[r.start:r.end] == r.answer
+        if not r.available:
+            continue
+        assert 0 <= r.start <= r.end <= len(passage)
+        typed = passage[r.start:r.end]
+        assert len(typed) == len(r.answer)
+        for t, a in zip(typed, r.answer):
+            assert t == a or (unicodedata.category(t) in ("Cc", "Cs") and a in " \ufffd"), (typed, r.answer)
+        if "Ada Lovelace was born in London in 1815." in passage and len(passage) < 60:
+            assert r.answer == "1815" and typed == "1815"  # the pinned examples answer, not only "some slice"

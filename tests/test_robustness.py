@@ -115,11 +115,12 @@ def test_concurrent_visitors_get_their_own_results(app_url):
 
 @pytest.fixture(scope="module")
 def server(trained_model_dir):
-    """`python app.py` in its own process (the load script's launcher), for process-level checks."""
+    """`python app.py` in its own process (the load script's launcher), for process-level checks; a line of at most
+    16 measurements, so that 24 distinct visitors can fill it (the default, 256, is what a room needs)."""
     from load import free_port, start_server
 
     port = free_port()
-    proc = start_server(str(trained_model_dir), port)
+    proc = start_server(str(trained_model_dir), port, ["--max-line", "16", "--no-static"])
     try:
         yield f"http://127.0.0.1:{port}/", proc
     finally:

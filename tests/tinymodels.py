@@ -230,6 +230,50 @@ def _train(model, batches, steps: int, lr: float, what: str, threads: int | None
     return time.perf_counter() - t0
 
 
+ARCHITECTURES = ("bert", "distilbert", "roberta", "xlm-roberta", "albert", "electra", "deberta-v2", "mobilebert")
+
+
+def arch_config(family: str, vocab_size: int, pad_id: int):
+    """A tiny config of every extractive-QA family (2 layers, hidden 32-64), built offline."""
+    import transformers as tf
+
+    small = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=64, max_position_embeddings=160, pad_token_id=pad_id)
+    return {
+        "bert": lambda: tf.BertConfig(**small),
+        "distilbert": lambda: tf.DistilBertConfig(vocab_size=vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                                  max_position_embeddings=160, pad_token_id=pad_id),
+        # RoBERTa-style models compute position ids from input_ids (padding_idx = pad_token_id)
+        "roberta": lambda: tf.RobertaConfig(**small, type_vocab_size=1),
+        "xlm-roberta": lambda: tf.XLMRobertaConfig(**small, type_vocab_size=1),
+        "albert": lambda: tf.AlbertConfig(**small, embedding_size=16),
+        "electra": lambda: tf.ElectraConfig(**small, embedding_size=16),
+        "deberta-v2": lambda: tf.DebertaV2Config(**small, type_vocab_size=0, relative_attention=True, position_buckets=32,
+                                                 pos_att_type=["p2c", "c2p"], max_relative_positions=-1),
+        "mobilebert": lambda: tf.MobileBertConfig(**{**small, "hidden_size": 64}, embedding_size=32,
+                                                  intra_bottleneck_size=32, true_hidden_size=32,
+                                                  num_feedforward_networks=2),
+    }[family]()
+
+
+def make_arch_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
+    """A tiny random extractive-QA model of `family` (ARCHITECTURES) with the tiny WordPiece tokenizer, saved with
+    save_pretrained: the same loading path as a hub model of that family. Families without token types get a
+    tokenizer that does not make them."""
+    from transformers import AutoModelForQuestionAnswering
+
+    out = Path(out_dir)
+    tok = make_tokenizer(out)
+    cfg = arch_config(family, len(tok), tok.pad_token_id)
+    if family in ("distilbert", "roberta", "xlm-roberta", "deberta-v2"):
+        tok.model_input_names = ["input_ids", "attention_mask"]
+    torch.manual_seed(seed)
+    model = AutoModelForQuestionAnswering.from_config(cfg).eval()
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
 def make_trained_model(out_dir: str | Path, steps: int = 400, seed: int = 0, hidden: int = 64,
                        layers: int = 2, batch: int = 32, p_unanswerable: float = 0.2,
                        lr: float = 1e-3, threads: int | None = None, verbose: bool = True) -> Path:

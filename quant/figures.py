@@ -1,0 +1,95 @@
+"""Plotly figures for the app's Inspect and Evaluate tabs: pure functions of the report dicts (no Gradio).
+
+The app renders them with `gr.Plot`; anything else that speaks Plotly can too.
+"""
+
+from __future__ import annotations
+
+from .inspect import HEATMAP_KINDS
+
+FP32_COLOR, INT8_COLOR = "#1d4ed8", "#b45309"  # the Compare page's colours for the same variants
+
+
+def _db(v) -> float | None:
+    return None if v is None else float(v)
+
+
+def heatmap_figure(d: dict):
+    """Local SQNR per encoder layer x Linear kind; exact dB and module path on hover."""
+    import plotly.graph_objects as go
+
+    layers = sorted({x["layer"] for x in d["layers"] if x["layer"] is not None})
+    kinds = [k for k in HEATMAP_KINDS if any(x["kind"] == k for x in d["layers"])]
+    kinds += sorted({x["kind"] for x in d["layers"] if x["layer"] is not None and x["kind"] not in kinds})
+    z, text = [], []
+    for i in layers:
+        row, trow = [], []
+        for kind in kinds:
+            x = next((y for y in d["layers"] if y["layer"] == i and y["kind"] == kind), None)
+            if x is None:
+                row.append(None)
+                trow.append("")
+            elif not x["quantized"]:
+                row.append(None)
+                trow.append(f"{x['name']}<br>kept in FP32")
+            else:
+                row.append(x["sqnr_db"])
+                trow.append(f"{x['name']}<br>local SQNR {x['sqnr_db']} dB<br>weight SQNR {x['weight_sqnr_db']} dB"
+                            f"<br>max |x| {x['input_absmax']} · outlier ratio {x['outlier_ratio']}")
+        z.append(row)
+        text.append(trow)
+    fig = go.Figure(go.Heatmap(z=z, x=kinds, y=[f"layer {i}" for i in layers], text=text,
+                               hovertemplate="%{text}<extra></extra>", colorscale="RdYlGn", zmin=10, zmax=40,
+                               colorbar={"title": "dB"}))
+    fig.update_layout(title="Local SQNR of each INT8 Linear (low = loses precision)", height=360,
+                      margin={"l": 70, "r": 20, "t": 50, "b": 40}, yaxis={"autorange": "reversed"})
+    return fig
+
+
+def depth_figure(d: dict):
+    import plotly.graph_objects as go
+
+    ys = [_db(v) for v in d["hidden_sqnr_db"]]
+    fig = go.Figure(go.Scatter(x=list(range(len(ys))), y=ys, mode="lines+markers", name="hidden state",
+                               hovertemplate="after layer %{x}: %{y:.1f} dB<extra></extra>"))
+    for k, dash in (("start", "dash"), ("end", "dot")):
+        v = _db(d["logits_sqnr_db"][k])
+        if v is not None:
+            fig.add_hline(y=v, line_dash=dash, annotation_text=f"{k} logits {v:.1f} dB",
+                          annotation_position="top left" if k == "start" else "top right")
+    fig.update_layout(title="Propagated SQNR by depth (INT8 model vs FP32 model)", xaxis_title="encoder layer",
+                      yaxis_title="dB", height=320, margin={"l": 60, "r": 20, "t": 50, "b": 40})
+    return fig
+
+
+def tokens_figure(d: dict):
+    """FP32 vs INT8 p(start), p(end) over the passage tokens; each answer a shaded band named in the legend
+    (legend entries cannot overlap, as labels on neighbouring bands did)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    toks = d["tokens"]
+    x = list(range(len(toks)))
+    labels = [t["text"] for t in toks]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=("p(start)", "p(end)"))
+    for row, key in ((1, "p_start"), (2, "p_end")):
+        for v, color, dash in (("fp32", FP32_COLOR, "solid"), ("int8", INT8_COLOR, "dash")):
+            fig.add_trace(go.Scatter(x=x, y=[t[key][v] for t in toks], mode="lines", name=v.upper(),
+                                     line={"color": color, "dash": dash}, showlegend=row == 1, customdata=labels,
+                                     hovertemplate="%{customdata}: %{y:.3f}<extra>" + v.upper() + "</extra>"),
+                          row=row, col=1)
+    spans = {v: (d["answers"][v]["best"]["start"], d["answers"][v]["best"]["end"]) for v in ("fp32", "int8")}
+    same = spans["fp32"] == spans["int8"]
+    for v, color in (("fp32", FP32_COLOR), ("int8", INT8_COLOR)):
+        if same and v == "int8":
+            break
+        a, b = spans[v]
+        idx = [i for i, t in enumerate(toks) if b > a and t["start"] >= a and t["end"] <= b]
+        name = "FP32 and INT8 answer" if same else f"{v.upper()} answer"
+        for row in (1, 2) if idx else ():  # one band per plot, one legend entry
+            fig.add_vrect(x0=idx[0] - 0.5, x1=idx[-1] + 0.5, fillcolor=color, opacity=0.18, line_width=0, row=row,
+                          col=1, name=name, legendgroup=name, showlegend=row == 1)
+    fig.update_layout(title="Where each variant puts the answer (passage tokens)", height=420,
+                      margin={"l": 50, "r": 20, "t": 60, "b": 40}, legend={"orientation": "h", "y": -0.12})
+    fig.update_xaxes(tickvals=x[:: max(1, len(x) // 40)], ticktext=labels[:: max(1, len(x) // 40)], row=2, col=1)
+    return fig

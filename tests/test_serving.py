@@ -1,0 +1,224 @@
+"""Many visitors (quant/serving.py): one measurement at a time, shared by identical requests, said aloud."""
+
+import threading
+import time
+
+import pytest
+
+import tinymodels
+from quant.serving import Abandoned, Busy, CompareService, Job, Scheduler
+
+
+class Clock:
+    """A clock the test moves by hand (freshness windows without sleeping)."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def fake_job(key, runs=10, seconds=0.2, calls=None, gate=None, units=100, background=False, session=None):
+    """A measurement that takes `seconds` (or waits for `gate`), records each call, and reports its runs."""
+    calls = calls if calls is not None else []
+
+    def run(r, why, check):
+        calls.append((key, r, why))
+        if gate is not None:
+            gate.wait(10)
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            check()
+            time.sleep(0.01)
+        return {"key": key, "runs": {"requested": runs, "done": r, "why": why},  # measured_at: the scheduler's clock
+                "timing_s": {"model": seconds}}
+
+    return Job(key, run, runs, warmup=1, units=units, background=background, session=session)
+
+
+def in_threads(fns):
+    out, errs = [None] * len(fns), [None] * len(fns)
+
+    def go(i):
+        try:
+            out[i] = fns[i]()
+        except BaseException as exc:
+            errs[i] = exc
+
+    ts = [threading.Thread(target=go, args=(i,)) for i in range(len(fns))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    return out, errs
+
+
+def test_concurrent_identical_requests_share_one_measurement():
+    s = Scheduler()
+    calls = []
+    out, errs = in_threads([lambda i=i: s.get(fake_job("same", calls=calls, session=f"v{i}")) for i in range(12)])
+    assert errs == [None] * 12
+    assert len(calls) == 1 and s.counts["measured"] == 1  # one measurement ...
+    assert all(o["key"] == "same" for o in out)  # ... given to every one of the twelve
+    shared = [o for o in out if "shared" in o]
+    assert len(shared) == 11  # all but the visitor it was measured for are told so
+    assert all(o["shared"]["for"] == "another visitor" and o["shared"]["age_s"] >= 0 for o in shared)
+    assert s.counts["joined"] + s.counts["stored"] == 11
+
+
+def test_a_changed_option_is_measured_anew():
+    s = Scheduler()
+    calls = []
+    a = s.get(fake_job(("p", "q", 10, "fp32,int8"), calls=calls))
+    b = s.get(fake_job(("p", "q", 11, "fp32,int8"), runs=11, calls=calls))  # one more run asked
+    c = s.get(fake_job(("p", "q", 10, "fp32,int8,bf16"), calls=calls))  # one more variant
+    d = s.get(fake_job(("p", "q", 10, "fp32,int8"), calls=calls))  # the first again: stored
+    assert len(calls) == 3 and "shared" not in a and "shared" not in b and "shared" not in c
+    assert d["shared"]["for"] == "another visitor" and d["key"] == a["key"]
+
+
+def test_stored_results_expire_after_the_freshness_window():
+    clock = Clock()
+    s = Scheduler(fresh_s=300, clock=clock)
+    calls = []
+    s.get(fake_job("k", calls=calls, seconds=0.01, session="me"))
+    clock.t += 299
+    again = s.get(fake_job("k", calls=calls, seconds=0.01, session="me"))
+    assert len(calls) == 1 and again["shared"]["for"] == "you"
+    clock.t += 2  # 301 s after: measured anew
+    fresh = s.get(fake_job("k", calls=calls, seconds=0.01))
+    assert len(calls) == 2 and "shared" not in fresh
+
+
+def test_memory_is_bounded():
+    s = Scheduler(cache_size=5)
+    for i in range(20):
+        s.get(fake_job(i, seconds=0.0))
+    assert len(s._cache) == 5 and set(s._cache) == set(range(15, 20))
+
+
+def test_under_load_runs_adapt_and_say_why():
+    """Ten different requests at once: the ones measured while others wait get fewer runs (at least 3), with the
+    reason; the estimate keeps the whole line near MAX_WAIT_S."""
+    s = Scheduler(max_wait_s=2.0)
+    s.cost.per_unit_s, s.cost.overhead_s, s.cost.samples = 1e-3, 0.0, 1  # 0.1 s per round for units=100
+    gate = threading.Event()
+    calls = []
+    first = threading.Thread(target=lambda: s.get(fake_job("first", calls=calls, gate=gate, seconds=0.0)))
+    first.start()
+    while not calls:
+        time.sleep(0.01)
+    out = [None]
+    rest = threading.Thread(target=lambda: out.__setitem__(0, in_threads(
+        [lambda i=i: s.get(fake_job(f"k{i}", calls=calls, seconds=0.0)) for i in range(9)])))
+    rest.start()
+    time.sleep(0.5)  # all nine in line behind "first"
+    gate.set()
+    first.join(10)
+    rest.join(30)
+    results, errors = out[0]
+    assert errors == [None] * 9
+    got = {r["key"]: r["runs"] for r in results}
+    squeezed = [r for r in got.values() if r["done"] < r["requested"]]
+    assert squeezed, got  # the line was long: fewer runs ...
+    assert all(r["done"] >= 3 and "in line" in r["why"] and "at least 3" in r["why"] for r in squeezed)  # ... said aloud
+    assert got["k8"]["done"] >= got["k0"]["done"]  # as the line empties, runs come back
+
+
+def test_a_long_line_is_refused_with_a_retry_estimate():
+    # the clock stands still: the running job (10 runs + warm-up) is 1.1 s of work, each waiting one 0.4 s at 3 runs
+    s = Scheduler(max_line_wait_s=2.0, clock=Clock())
+    s.cost.per_unit_s, s.cost.overhead_s, s.cost.samples = 1e-3, 0.0, 1
+    gate = threading.Event()
+    calls = []
+    t = threading.Thread(target=lambda: s.get(fake_job("running", calls=calls, gate=gate, seconds=0.0)))
+    t.start()
+    while not calls:
+        time.sleep(0.01)
+    waiting = [threading.Thread(target=lambda i=i: s.get(fake_job(f"w{i}", seconds=0.0))) for i in range(2)]
+    for w in waiting:
+        w.start()
+    time.sleep(0.3)
+    with pytest.raises(Busy, match="Queue is full") as info:
+        s.get(fake_job("one too many", seconds=0.0))
+    assert info.value.retry_s > 0 and "try again in about" in str(info.value)
+    assert s.counts["refused"] == 1
+    gate.set()
+    t.join(10)
+    for w in waiting:
+        w.join(10)
+
+
+def test_background_work_yields_to_a_visitor():
+    s = Scheduler()
+    calls = []
+    bg = fake_job("example", seconds=5.0, calls=calls, background=True)
+    err = []
+    t = threading.Thread(target=lambda: err.append(pytest.raises(Abandoned, s.get, bg)))
+    t.start()
+    while not calls:
+        time.sleep(0.01)
+    t0 = time.time()
+    r = s.get(fake_job("visitor", seconds=0.05))
+    assert r["key"] == "visitor" and time.time() - t0 < 2.0  # not 5 s behind the background measurement
+    t.join(10)
+    assert s.counts["abandoned"] == 1 and s.stored("example") is None
+
+
+def test_a_visitor_who_joins_a_background_measurement_keeps_it_going():
+    s = Scheduler()
+    calls = []
+    bg = fake_job("example", seconds=0.5, calls=calls, background=True)
+    t = threading.Thread(target=lambda: s.get(bg))
+    t.start()
+    while not calls:
+        time.sleep(0.01)
+    r = s.get(fake_job("example"))  # the same example, clicked while it is being measured in the background
+    t.join(10)
+    assert len(calls) == 1 and r["shared"]["joined"] is True
+    assert r["shared"]["for"] == "the examples, measured in the background"
+
+
+# ------------------------------------------------------------------ on the tiny model
+
+
+def test_compare_service_key_is_exact(trained):
+    svc = CompareService(trained)
+    ex = tinymodels.held_out_examples(1, seed=81)[0]
+    base = svc.job(ex.context, ex.question, 3, ("fp32-cpu", "int8-cpu")).key
+    assert svc.job(ex.context, ex.question, 3, ("fp32-cpu", "int8-cpu")).key == base
+    assert svc.job(ex.context + " ", ex.question, 3, ("fp32-cpu", "int8-cpu")).key != base
+    assert svc.job(ex.context, ex.question, 4, ("fp32-cpu", "int8-cpu")).key != base
+    assert svc.job(ex.context, ex.question, 3, ("fp32-cpu",)).key != base
+    # the text as answered: a control character becomes a space, so it is the same question
+    assert svc.job(ex.context, ex.question.replace(" ", "\x0b", 1), 3, ("fp32-cpu", "int8-cpu")).key == \
+        svc.job(ex.context, ex.question.replace(" ", " ", 1), 3, ("fp32-cpu", "int8-cpu")).key
+
+
+def test_the_example_cache_is_used(trained):
+    """The examples are measured in the background; a visitor clicking one gets that result at once, told so."""
+    svc = CompareService(trained, Scheduler())
+    exs = [(e.context, e.question) for e in tinymodels.held_out_examples(2, seed=82)]
+    svc.scheduler.start_background(lambda: [svc.job(p, q, 3, ("fp32-cpu", "int8-cpu"), background=True)
+                                            for p, q in exs], idle_s=0.0, period_s=0.05)
+    try:
+        deadline = time.time() + 60
+        while svc.scheduler.counts["measured"] < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        assert svc.scheduler.counts["measured"] == 2
+        d = svc.compare(exs[1][0], exs[1][1], 3, ("fp32-cpu", "int8-cpu"), session="visitor")
+    finally:
+        svc.scheduler.stop()
+    assert d["shared"]["for"] == "the examples, measured in the background" and d["shared"]["joined"] is False
+    assert svc.scheduler.counts["measured"] == 2 and svc.scheduler.counts["stored"] == 1  # nothing measured anew
+    assert d["results"][1]["answer"] == tinymodels.held_out_examples(2, seed=82)[1].answer
+
+
+def test_bad_input_never_waits_in_line(trained):
+    from quant import InputError
+
+    svc = CompareService(trained)
+    with pytest.raises(InputError, match="empty"):
+        svc.compare("  ", "Where?", 3, ("fp32-cpu",))
+    assert svc.scheduler.counts == {"measured": 0, "joined": 0, "stored": 0, "refused": 0, "abandoned": 0}
