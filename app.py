@@ -88,13 +88,14 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from quant import EXTRA_VARIANTS, LABELS, STATIC_VARIANT, Comparator, InputError, ModelLoadError, QuantConfig  # noqa: E402
-from quant.evaluate import SquadFormatError, evaluate, load_squad  # noqa: E402
-from quant.figures import depth_figure, heatmap_figure, tokens_figure  # noqa: E402
+from quant.evaluate import BUILTIN, SquadFormatError, evaluate, load_squad  # noqa: E402
+from quant.figures import depth_figure, heatmap_figure, pareto_figure, tokens_figure  # noqa: E402
+from quant.recipes import RECIPES, recipe_report  # noqa: E402
 from quant.inputs import DEFAULT_RUNS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_RUNS, MIN_RUNS  # noqa: E402
 from quant.serving import Busy, CompareService, Scheduler  # noqa: E402
 from quant.render import (agreement_markdown, card_markdown, env_markdown, evaluation_frames, highlight,  # noqa: E402,F401
                           inspect_markdown, latency_frame, measurement_markdown, md_text, mixed_frame, passage_html,
-                          sizes_markdown)
+                          recipe_frames, sizes_markdown)
 from quant.render import css as render_css  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent / "assets"
@@ -291,6 +292,8 @@ def inspect_tab(comparator: Comparator, scheduler: Scheduler, passage, question)
             return scheduler.exclusive(run, estimate_s=5.0, on_wait=line(progress), label="inspection")
         except InputError as exc:
             raise rejected(str(exc)) from None
+        except Busy as exc:
+            raise rejected(str(exc), title="Busy") from None
         except Exception as exc:
             raise failed("inspection", exc) from None
 
@@ -302,7 +305,8 @@ def inspect_tab(comparator: Comparator, scheduler: Scheduler, passage, question)
                 "probabilities FP32 and INT8 give each passage token. Then keep the least precise layers in FP32 and "
                 "see what that buys.")
     with gr.Row():
-        keep = strict_number(gr.Slider(0, n_quantized, value=0, step=1, elem_id="keep-k",
+        keep = strict_number(gr.Slider(0, max(1, n_quantized), value=0, step=1, elem_id="keep-k",
+                                       interactive=n_quantized > 0,  # no INT8 layers: Inspect says why
                                        label="Keep the K least precise layers in FP32"))
         button = gr.Button("Inspect", variant="primary", elem_id="inspect-btn")
     summary = gr.Markdown(elem_id="inspect-summary")
@@ -319,11 +323,10 @@ def inspect_tab(comparator: Comparator, scheduler: Scheduler, passage, question)
 
 
 def evaluate_tab(comparator: Comparator, scheduler: Scheduler) -> None:
-    """EM / F1 and agreement with FP32 of every variant on a SQuAD file."""
+    """EM / F1 and agreement with FP32 of every variant on a SQuAD file (default: the built-in real-text set), and
+    which INT8 recipe to ship: each recipe alone and with its K layers in FP32, on a Pareto chart."""
 
-    def run_eval(file, limit, progress=gr.Progress()):
-        if file is None:
-            raise rejected("Upload a SQuAD-format JSON file first.")
+    def examples_of(file, limit):
         try:
             limit = int(limit)
         except (TypeError, ValueError):
@@ -331,30 +334,80 @@ def evaluate_tab(comparator: Comparator, scheduler: Scheduler) -> None:
         if not 1 <= limit <= EVAL_MAX_QUESTIONS:
             raise rejected(f"Questions must be from 1 to {EVAL_MAX_QUESTIONS}.")
         try:
-            examples = load_squad(file, limit=limit)
+            return load_squad(file or BUILTIN, limit=limit)
         except SquadFormatError as exc:
             raise rejected(str(exc), title="Not a SQuAD file") from None
-        rep = scheduler.exclusive(
-            lambda _check: evaluate(comparator, examples, progress=lambda n, t: progress(n / t, desc=f"question {n}/{t}")),
-            estimate_s=0.2 * len(examples), on_wait=line(progress), label="evaluation")
+
+    def run_eval(file, limit, progress=gr.Progress()):
+        examples = examples_of(file, limit)
+        try:
+            rep = scheduler.exclusive(
+                lambda _check: evaluate(comparator, examples,
+                                        progress=lambda n, t: progress(n / t, desc=f"question {n}/{t}")),
+                estimate_s=0.2 * len(examples), on_wait=line(progress), label="evaluation")
+        except Busy as exc:
+            raise rejected(str(exc), title="Busy") from None
         d = rep.to_dict()
         table, summary, dis = evaluation_frames(d)
         return table, summary, dis, d
 
-    gr.Markdown("Exact match and F1 (official SQuAD normalization) of every variant on a SQuAD v1.1 / v2.0 JSON file "
-                "(at most 20 MB), plus how often INT8 gives exactly the FP32 span. Passages over "
-                f"{MAX_CONTEXT_CHARS:,} characters or 32 windows are skipped, with the reason.")
+    def run_recipes(file, limit, target, max_keep, recipes, progress=gr.Progress()):
+        examples = examples_of(file, limit)
+        if not isinstance(target, (int, float)) or not 0 < target <= 100:
+            raise rejected("The target agreement is a percentage from 1 to 100.")
+        if not isinstance(max_keep, (int, float)) or not float(max_keep).is_integer() or not 0 <= max_keep <= 37 * 4:
+            raise rejected("At most K layers in FP32: a whole number from 0.")
+        picked = [r for r in RECIPES if r in (recipes or [])]
+        if not picked:
+            raise rejected(f"Pick at least one recipe: {', '.join(RECIPES)}.")
+
+        def run(_check):
+            report = recipe_report(comparator, examples, float(target), picked, int(max_keep),
+                                   progress=lambda what, i, n: progress(i / max(n, 1), desc=f"{what} {i}/{n}"))
+            return report.to_dict()
+
+        try:
+            d = scheduler.exclusive(run, estimate_s=120.0, on_wait=line(progress), label="recipes")
+        except (InputError, ValueError) as exc:
+            raise rejected(str(exc)) from None
+        except Busy as exc:
+            raise rejected(str(exc), title="Busy") from None
+        except Exception as exc:
+            raise failed("recipe comparison", exc) from None
+        table, summary = recipe_frames(d, float(target))
+        return pareto_figure(d, float(target)), table, summary, d
+
+    gr.Markdown("Exact match and F1 (official SQuAD normalization) of every variant, and how often each one gives "
+                "exactly the FP32 span. Without a file: the **built-in real-text set** (240 hand-written questions over "
+                "24 encyclopedic, news and technical passages, 72 unanswerable; assets/realqa.json). A file: SQuAD "
+                f"v1.1 / v2.0 JSON, at most 20 MB; passages over {MAX_CONTEXT_CHARS:,} characters or 32 windows are "
+                "skipped, with the reason.")
     with gr.Row():
-        upload = gr.File(label="SQuAD-format JSON", file_types=[".json"], type="filepath")
+        upload = gr.File(label="SQuAD-format JSON (optional)", file_types=[".json"], type="filepath")
         limit = gr.Number(100, label=f"First N questions (1–{EVAL_MAX_QUESTIONS})", precision=0,
                           minimum=1, maximum=EVAL_MAX_QUESTIONS)
-    button = gr.Button("Evaluate", variant="primary")
-    table = gr.Dataframe(label="Scores", interactive=False)
-    summary = gr.Markdown()
-    dis = gr.Dataframe(label="Questions where INT8 and FP32 disagree", interactive=False, wrap=True)
+    button = gr.Button("Evaluate", variant="primary", elem_id="eval-btn")
+    table = gr.Dataframe(label="Scores", interactive=False, elem_id="eval-table")
+    summary = gr.Markdown(elem_id="eval-summary")
+    dis = gr.Dataframe(label="Questions where an INT8 variant and FP32 disagree", interactive=False, wrap=True)
     out = gr.JSON(visible=False)
     button.click(run_eval, [upload, limit], [table, summary, dis, out], api_name="evaluate", concurrency_limit=2,
                  concurrency_id="evaluate")
+    gr.Markdown("### Which INT8 should I ship?\nEvery recipe alone and with its K most sensitive layers kept in FP32 "
+                "(K found per recipe), on the same questions: the fastest that keeps the target share of the FP32 "
+                "answers is chosen. Takes minutes: static and per-token INT8 are compiled, and nothing else is timed "
+                "meanwhile.")
+    with gr.Row():
+        target = gr.Number(90, label="Target: same answer as FP32 (%)", minimum=1, maximum=100)
+        max_keep = gr.Number(8, label="At most K layers in FP32", precision=0, minimum=0)
+        recipes = gr.CheckboxGroup(list(RECIPES), value=list(RECIPES), label="Recipes")
+    rec_button = gr.Button("Compare recipes", elem_id="recipes-btn")
+    pareto = gr.Plot(label="Latency vs answers kept", elem_id="plot-pareto")
+    rec_summary = gr.Markdown(elem_id="recipes-summary")
+    rec_table = gr.Dataframe(label="Recipes", interactive=False, elem_id="recipes-table")
+    rec_out = gr.JSON(visible=False)
+    rec_button.click(run_recipes, [upload, limit, target, max_keep, recipes], [pareto, rec_table, rec_summary, rec_out],
+                     api_name="recipes", concurrency_limit=1, concurrency_id="recipes")
 
 
 def build_demo(comparator: Comparator, scheduler: Scheduler | None = None, warm_examples: bool = True) -> gr.Blocks:

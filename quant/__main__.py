@@ -116,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Rank the Linear layers by sensitivity, then keep the most sensitive in FP32 "
                                    "one at a time until FP32-INT8 agreement reaches --target-agreement.")
     _common(t)
-    t.add_argument("--data", type=Path, required=True, help="SQuAD-format JSON file (v1.1 or v2.0)")
+    t.add_argument("--data", type=Path, default=None,
+                   help="SQuAD-format JSON file (v1.1 or v2.0); default: the built-in real-text set (assets/realqa.json)")
     t.add_argument("--limit", type=_int_in(1, None, "--limit"), default=None, help="only the first N questions")
     t.add_argument("--target-agreement", type=_percent, required=True, metavar="P",
                    help="stop once INT8 gives the FP32 answer on P%% of the questions")
@@ -124,7 +125,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="sensitivity: logits noise with only that layer INT8 (default), or mean local SQNR")
     t.add_argument("--max-keep", type=_int_in(0, None, "--max-keep"), default=None, metavar="N",
                    help="keep at most N layers in FP32 (a size budget); default: as many as the target needs")
-    t.add_argument("--out", type=Path, default=None, help="write the final model as an INT8 artifact folder")
+    t.add_argument("--recipes", nargs="?", const="all", default=None, metavar="LIST",
+                   help="also compare INT8 recipes side by side, each alone and with its K most sensitive layers in "
+                        "FP32, and choose the fastest that meets the target (all, or a comma-separated subset of "
+                        "dynamic-per-tensor, dynamic-per-channel, static, dynamic-per-token)")
+    t.add_argument("--out", type=Path, default=None,
+                   help="write the final model as an INT8 artifact folder (with --recipes: the chosen recipe)")
     t.add_argument("--json", action="store_true")
 
     b = sub.add_parser("bench", help="interleaved latency benchmark table over sequence lengths",
@@ -148,7 +154,9 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="exact match / F1 per variant on a SQuAD v1.1 or v2.0 JSON file",
                        description="Exact match and F1 (official SQuAD normalization) for every variant.")
     _common(e, static=True)
-    e.add_argument("--data", type=Path, required=True, help="SQuAD-format JSON file (v1.1 or v2.0)")
+    e.add_argument("--data", type=Path, default=None,
+                   help="SQuAD-format JSON file (v1.1 or v2.0); default: the built-in real-text set (assets/realqa.json: "
+                        "240 hand-written questions over 24 real passages, 72 unanswerable)")
     e.add_argument("--limit", type=_int_in(1, None, "--limit"), default=None, help="only the first N questions")
     e.add_argument("--json", action="store_true")
     return ap
@@ -248,20 +256,31 @@ def cmd_inspect(args) -> int:
 
 def _examples(args):
     """The --data file's questions (first --limit); a malformed file is an InputError with the reason."""
-    from .evaluate import SquadFormatError, load_squad
+    from .evaluate import BUILTIN, SquadFormatError, load_squad
 
     try:
-        return load_squad(args.data, limit=args.limit)
+        return load_squad(args.data or BUILTIN, limit=args.limit)
     except SquadFormatError as exc:
         raise InputError(str(exc)) from None
 
 
 def cmd_tune(args) -> int:
+    from .recipes import RECIPES
     from .tune import run_tune
 
-    report = run_tune(args.model, _examples(args), args.target_agreement, rank_by=args.rank_by,
-                      max_keep=args.max_keep, threads=args.threads, quant=_quant_config(args), out=args.out)
-    print(json.dumps(report.to_dict()) if args.json else report.table())
+    recipes = None
+    if args.recipes:
+        recipes = RECIPES if args.recipes == "all" else tuple(r.strip() for r in args.recipes.split(",") if r.strip())
+        bad = [r for r in recipes if r not in RECIPES]
+        if bad:
+            return _fail(f"--recipes: unknown recipe(s) {', '.join(bad)}; choose from {', '.join(RECIPES)}")
+    report, rec = run_tune(args.model, _examples(args), args.target_agreement, rank_by=args.rank_by,
+                           max_keep=args.max_keep, threads=args.threads, quant=_quant_config(args), out=args.out,
+                           recipes=recipes)
+    if args.json:
+        print(json.dumps({**report.to_dict(), **(rec.to_dict() if rec else {})}))
+    else:
+        print(report.table() + ("\n\n" + rec.table() if rec else ""))
     return 0
 
 

@@ -6,9 +6,12 @@ space collapsed); EM and F1 take the max over gold answers; an unanswerable
 question (no gold answers / `is_impossible`) has the single gold answer "",
 so predicting "" scores 1 and anything else 0. Scores are reported in percent.
 
-Also measured: agreement (share of questions where INT8 returns exactly the
-FP32 span), mean |score difference| INT8 vs FP32, and questions per second of
-model time (each question is tokenized once and shared by all variants).
+Also measured, for every variant against FP32 · CPU: agreement (the share of
+questions where it returns exactly the FP32 span), mean |score difference|, and
+the questions where they differ; and questions per second of model time (each
+question is tokenized once and shared by all variants). The built-in set,
+`BUILTIN` (assets/realqa.json), is hand-written real text: 240 questions over
+24 passages, 72 of them unanswerable.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 MAX_FILE_BYTES = 64 * 2**20
+BUILTIN = Path(__file__).resolve().parents[1] / "assets" / "realqa.json"  # the real-text QA set
 
 
 class SquadFormatError(ValueError):
@@ -188,37 +192,63 @@ class Disagreement:
 
 
 @dataclass
+class Agreement:
+    """How often a variant gives exactly FP32's span, on the questions both answered."""
+
+    variant: str
+    n: int
+    same: int
+    mean_abs_score_diff: float
+    disagreements: list[Disagreement] = field(default_factory=list)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.same / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"agreement": round(self.percent, 2), "n": self.n,
+                "mean_abs_score_diff": round(self.mean_abs_score_diff, 5),
+                "disagreements": [d.__dict__ for d in self.disagreements]}
+
+
+@dataclass
 class EvalReport:
     model: str
     results: list[VariantScore]
-    agreement: float | None  # percent of questions where INT8 span == FP32 span
+    agreement: float | None  # percent of questions where INT8 (dynamic) span == FP32 span
     mean_abs_score_diff: float | None
     disagreements: list[Disagreement] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # question ids that could not be run, with reason
     unavailable: dict[str, str] = field(default_factory=dict)
+    agreements: dict[str, Agreement] = field(default_factory=dict)  # every variant but FP32 · CPU
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
             "results": [{"variant": r.variant, "exact_match": round(r.exact_match, 2), "f1": round(r.f1, 2),
                          "n": r.n, "questions_per_s": round(r.qps, 2),
+                         "agreement_with_fp32": (round(self.agreements[r.variant].percent, 2)
+                                                 if r.variant in self.agreements else None),
                          **({"has_ans": r.has_ans} if r.has_ans else {}),
                          **({"no_ans": r.no_ans} if r.no_ans else {})} for r in self.results],
             "agreement": None if self.agreement is None else round(self.agreement, 2),
             "mean_abs_score_diff": None if self.mean_abs_score_diff is None else round(self.mean_abs_score_diff, 5),
             "disagreements": [d.__dict__ for d in self.disagreements],
+            "agreement_by_variant": {v: a.to_dict() for v, a in self.agreements.items()},
             "skipped": self.skipped,
             "unavailable": self.unavailable,
         }
 
     def table(self) -> str:
         split = any(r.has_ans for r in self.results)
-        head = f"{'variant':<16} {'EM %':>7} {'F1 %':>7} {'n':>6} {'q/s':>8}"
+        head = f"{'variant':<16} {'EM %':>7} {'F1 %':>7} {'n':>6} {'q/s':>8} {'FP32 span %':>12} {'mean |dscore|':>14}"
         if split:
             head += f"   {'answerable EM / F1 (n)':>24}   {'unanswerable EM / F1 (n)':>26}"
         lines = [f"model: {self.model}", "", head, "-" * len(head)]
         for r in self.results:
-            line = f"{r.variant:<16} {r.exact_match:7.2f} {r.f1:7.2f} {r.n:6d} {r.qps:8.2f}"
+            a = self.agreements.get(r.variant)
+            agree = f"{a.percent:12.2f} {a.mean_abs_score_diff:14.4f}" if a else f"{'(reference)':>12} {'':>14}"
+            line = f"{r.variant:<16} {r.exact_match:7.2f} {r.f1:7.2f} {r.n:6d} {r.qps:8.2f} {agree}"
             if split and r.has_ans:
                 h, z = r.has_ans, r.no_ans
                 has = "{:.2f} / {:.2f} ({})".format(h["exact_match"], h["f1"], h["n"])
@@ -230,10 +260,11 @@ class EvalReport:
         if self.agreement is not None:
             lines += ["", f"INT8 gives exactly the FP32 span on {self.agreement:.2f}% of questions; "
                           f"mean |score difference| {self.mean_abs_score_diff:.4f}"]
-        if self.disagreements:
-            lines += ["", "disagreements (first 10):"]
-            for d in self.disagreements[:10]:
-                lines.append(f"  {d.qid}: {d.question!r}: FP32 {d.fp32!r} vs INT8 {d.int8!r} (gold {d.gold!r})")
+        for v, a in self.agreements.items():
+            if a.disagreements:
+                lines += ["", f"{v}: disagreements with FP32 ({len(a.disagreements)}; first 10):"]
+                for d in a.disagreements[:10]:
+                    lines.append(f"  {d.qid}: {d.question!r}: FP32 {d.fp32!r} vs {v} {d.int8!r} (gold {d.gold!r})")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} question(s): {'; '.join(self.skipped[:3])}")
         return "\n".join(lines)
@@ -255,10 +286,10 @@ def evaluate(comparator, examples: list[Example], progress: Callable[[int, int],
     f1 = {v: [] for v in variants}
     kinds: list[bool] = []
     secs = {v: 0.0 for v in variants}
-    agree = 0
-    compared = 0
-    diffs: list[float] = []
-    disagreements: list[Disagreement] = []
+    others = [v for v in variants if v != "fp32-cpu"] if "fp32-cpu" in variants else []
+    same = {v: 0 for v in others}
+    diffs: dict[str, list[float]] = {v: [] for v in others}
+    dis: dict[str, list[Disagreement]] = {v: [] for v in others}
     skipped: list[str] = []
     for n, ex in enumerate(examples, 1):
         try:
@@ -274,18 +305,20 @@ def evaluate(comparator, examples: list[Example], progress: Callable[[int, int],
             e, f = score(ex, p.answer)
             em[v].append(e)
             f1[v].append(f)
-        if "fp32-cpu" in preds and "int8-cpu" in preds:
-            a, b = preds["fp32-cpu"], preds["int8-cpu"]
-            compared += 1
-            diffs.append(abs(a.score - b.score))
+        a = preds.get("fp32-cpu")
+        for v in others:
+            b = preds[v]
+            diffs[v].append(abs(a.score - b.score))
             if (a.start, a.end) == (b.start, b.end):
-                agree += 1
+                same[v] += 1
             else:
-                disagreements.append(Disagreement(ex.qid, ex.question, _snippet(ex.context, min(a.start, b.start),
-                                                  max(a.end, b.end)), a.answer, b.answer,
-                                                  ex.answers[0] if ex.answers else ""))
+                dis[v].append(Disagreement(ex.qid, ex.question, _snippet(ex.context, min(a.start, b.start),
+                                                                         max(a.end, b.end)), a.answer, b.answer,
+                                           ex.answers[0] if ex.answers else ""))
         if progress:
             progress(n, len(examples))
+    agreements = {v: Agreement(v, len(diffs[v]), same[v], sum(diffs[v]) / len(diffs[v]) if diffs[v] else 0.0, dis[v])
+                  for v in others}
 
     def pct(xs):
         return 100.0 * sum(xs) / len(xs) if xs else 0.0
@@ -299,9 +332,10 @@ def evaluate(comparator, examples: list[Example], progress: Callable[[int, int],
     results = [VariantScore(v, pct(em[v]), pct(f1[v]), len(em[v]), secs[v],
                             subset(v, False) if mixed else None, subset(v, True) if mixed else None)
                for v in variants]
-    return EvalReport(comparator.model_id, results,
-                      100.0 * agree / compared if compared else None,
-                      sum(diffs) / len(diffs) if diffs else None, disagreements, skipped, unavailable)
+    int8 = agreements.get("int8-cpu")
+    return EvalReport(comparator.model_id, results, int8.percent if int8 and int8.n else None,
+                      int8.mean_abs_score_diff if int8 and int8.n else None, int8.disagreements if int8 else [],
+                      skipped, unavailable, agreements)
 
 
 def run_eval(model_id: str, examples: list[Example], *, threads=None, quant=None, static: bool = False,

@@ -93,3 +93,46 @@ def tokens_figure(d: dict):
                       margin={"l": 50, "r": 20, "t": 60, "b": 40}, legend={"orientation": "h", "y": -0.12})
     fig.update_xaxes(tickvals=x[:: max(1, len(x) // 40)], ticktext=labels[:: max(1, len(x) // 40)], row=2, col=1)
     return fig
+
+
+RECIPE_COLORS = {"fp32": "#6b7280", "dynamic-per-tensor": INT8_COLOR, "dynamic-per-channel": "#d97706",
+                 "static": "#047857", "dynamic-per-token": "#7c3aed"}
+
+
+def pareto_figure(d: dict, target: float | None = None):
+    """Latency vs agreement with FP32, one point per recipe (marker area ~ MiB), the Pareto front joined, the chosen
+    recipe starred, the target a dashed line. `d`: RecipeReport.to_dict()."""
+    import plotly.graph_objects as go
+
+    rows = d["recipes"]
+    chosen = d.get("chosen") or {}
+    fig = go.Figure()
+    biggest = max(r["size_mib"] for r in rows) or 1.0
+    for recipe in dict.fromkeys(r["recipe"] for r in rows):
+        pts = [r for r in rows if r["recipe"] == recipe]
+        fig.add_trace(go.Scatter(
+            x=[r["median_ms"] for r in pts], y=[r["agreement"] for r in pts], mode="markers+text", name=recipe,
+            text=[f"{len(r['keep_fp32'])} in FP32" if r["keep_fp32"] else "" for r in pts], textposition="top center",
+            marker={"size": [14 + 30 * r["size_mib"] / biggest for r in pts], "color": RECIPE_COLORS.get(recipe),
+                    "opacity": 0.75, "line": {"width": 1, "color": "#111827"}},
+            customdata=[[len(r["keep_fp32"]), r["size_mib"], r["exact_match"], r["sqnr_db"]] for r in pts],
+            hovertemplate=(f"<b>{recipe}</b><br>%{{customdata[0]}} layer(s) in FP32<br>agreement %{{y:.1f}}%<br>"
+                           "%{x:.2f} ms · %{customdata[1]:.1f} MiB<br>EM %{customdata[2]:.1f} · logits SQNR "
+                           "%{customdata[3]} dB<extra></extra>")))
+    front = sorted((r for r in rows if r.get("pareto")), key=lambda r: r["median_ms"])
+    if len(front) > 1:
+        fig.add_trace(go.Scatter(x=[r["median_ms"] for r in front], y=[r["agreement"] for r in front], mode="lines",
+                                 line={"dash": "dot", "color": "#9ca3af"}, name="Pareto front", hoverinfo="skip"))
+    best = next((r for r in rows if r["recipe"] == chosen.get("recipe") and r["keep_fp32"] == chosen.get("keep_fp32")),
+                None)
+    if best is not None:
+        fig.add_trace(go.Scatter(x=[best["median_ms"]], y=[best["agreement"]], mode="markers", name="chosen",
+                                 marker={"symbol": "star", "size": 22, "color": "#facc15",
+                                         "line": {"width": 1.5, "color": "#111827"}}, hoverinfo="skip"))
+    if target is not None:
+        fig.add_hline(y=target, line_dash="dash", line_color="#dc2626", annotation_text=f"target {target:g}%",
+                      annotation_position="bottom right")
+    fig.update_layout(title="Which INT8 to ship: latency vs answers kept (marker size = MiB)", height=420,
+                      xaxis_title="median latency (ms, lower is better)", yaxis_title="same answer as FP32 (%)",
+                      margin={"l": 60, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.2})
+    return fig

@@ -21,6 +21,8 @@ def inspector_for(models: ModelSet) -> Inspector:
     """The model set's Inspector, made on first use (weight statistics are computed once)."""
     if models.fp32_eager is None:
         raise InputError(f"Inspect needs the FP32 model: {models.fp32_reason}")
+    if models.int8_eager is None:
+        raise InputError(f"Inspect needs dynamic INT8: {models.int8_reason}")
     ins = getattr(models, "_inspector", None)
     if ins is None:
         ins = models._inspector = Inspector(models.fp32_eager, models.int8_eager, models.tokenizer,

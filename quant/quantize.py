@@ -128,6 +128,10 @@ def resolve_keep_fp32(model: nn.Module, patterns) -> tuple[str, ...]:
     return tuple(n for n in names if n in chosen)
 
 
+class QuantizationUnavailable(RuntimeError):
+    """This torch cannot make dynamic INT8 (torch.ao.quantization is gone); the message says what to use."""
+
+
 def _backend_quantize(model: nn.Module, embeddings: bool, per_channel: bool = False,
                       keep_fp32: tuple[str, ...] = ()) -> nn.Module:
     """The one call into PyTorch's quantization backend. Mutates and returns `model`.
@@ -136,12 +140,18 @@ def _backend_quantize(model: nn.Module, embeddings: bool, per_channel: bool = Fa
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization deprecation notices
-        from torch.ao.quantization import (
-            default_dynamic_qconfig,
-            float_qparams_weight_only_qconfig,
-            per_channel_dynamic_qconfig,
-            quantize_dynamic,
-        )
+        try:
+            from torch.ao.quantization import (
+                default_dynamic_qconfig,
+                float_qparams_weight_only_qconfig,
+                per_channel_dynamic_qconfig,
+                quantize_dynamic,
+            )
+        except ImportError as exc:
+            raise QuantizationUnavailable(
+                f"dynamic INT8 needs torch.ao.quantization.quantize_dynamic, which this torch ({torch.__version__}) "
+                f"does not have ({exc}); its successors (torchao per-token INT8, PT2E dynamic and static) are "
+                "measured in bench/README.md") from None
 
         spec: dict = {nn.Linear: per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig}
         if embeddings:
@@ -221,6 +231,8 @@ class _Positional(nn.Module):
 
 def trace_or_eager(model: nn.Module, probes: list[dict[str, torch.Tensor]]) -> tuple[nn.Module, str | None]:
     """(traced model, None), or (`model` itself, why tracing failed): an untraceable model runs eagerly."""
+    if not (hasattr(torch.jit, "trace") and hasattr(torch.jit, "freeze")):  # deprecated; gone in some future torch
+        return model, f"torch.jit.trace is not in this torch ({torch.__version__})"
     try:
         return trace(model, probes), None
     except Exception as exc:
@@ -329,7 +341,7 @@ def choose_engine(requested: str = "auto", hidden: int = 768, intermediate: int 
 
 
 def save_artifact(qmodel: nn.Module, tokenizer, out_dir: str | Path, config: QuantConfig,
-                  engine: str, source_model: str) -> Path:
+                  engine: str, source_model: str, extra: dict | None = None) -> Path:
     """Write config + tokenizer + INT8 state dict (+ a small manifest) to `out_dir`.
 
     The weights file holds tensors only, so it loads with `torch.load(weights_only=True)`.
@@ -347,6 +359,7 @@ def save_artifact(qmodel: nn.Module, tokenizer, out_dir: str | Path, config: Qua
         "layers": count_quantized(qmodel),
         "engine": engine,
         "torch": torch.__version__,
+        **(extra or {}),  # e.g. tune --recipes: {"chosen": "static", "static_keep_fp32": [...]}
     }
     (out / ARTIFACT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return out

@@ -234,24 +234,59 @@ def mixed_frame(d: dict):
     return pd.DataFrame(rows, columns=["model", "answer", "median ms", "size MiB", "same answer as FP32"])
 
 
+INT8_VARIANTS = ("int8-cpu", "int8-static-cpu")  # the disagreements table lists these
+
+
 def evaluation_frames(d: dict):
     """(scores table, summary Markdown, disagreements table) for an EvalReport dict."""
     import pandas as pd
 
+    by = d.get("agreement_by_variant", {})
     table = pd.DataFrame([{"variant": LABELS.get(r["variant"], r["variant"]), "EM %": r["exact_match"],
-                           "F1 %": r["f1"], "questions": r["n"], "questions/s": r["questions_per_s"],
+                           "F1 %": r["f1"], "same span as FP32 %": r.get("agreement_with_fp32"),
+                           "mean |Δ confidence|": by[r["variant"]]["mean_abs_score_diff"] if r["variant"] in by else None,
+                           "questions": r["n"], "questions/s": r["questions_per_s"],
                            "answerable EM / F1": (f"{r['has_ans']['exact_match']:.1f} / {r['has_ans']['f1']:.1f}"
                                                   if r.get("has_ans") else ""),
                            "unanswerable EM / F1": (f"{r['no_ans']['exact_match']:.1f} / {r['no_ans']['f1']:.1f}"
                                                     if r.get("no_ans") else "")}
                           for r in d["results"]])
-    dis = pd.DataFrame([{"question": x["question"], "passage": x["snippet"], "FP32": x["fp32"] or "(no answer)",
-                         "INT8": x["int8"] or "(no answer)", "gold": x["gold"] or "(unanswerable)"}
-                        for x in d["disagreements"]], columns=["question", "passage", "FP32", "INT8", "gold"])
+    dis = pd.DataFrame([{"variant": LABELS.get(v, v), "question": x["question"], "passage": x["snippet"],
+                         "FP32": x["fp32"] or "(no answer)", "INT8": x["int8"] or "(no answer)",
+                         "gold": x["gold"] or "(unanswerable)"}
+                        for v in INT8_VARIANTS if v in by for x in by[v]["disagreements"]],
+                       columns=["variant", "question", "passage", "FP32", "INT8", "gold"])
     summary = (f"**Agreement:** INT8 gives exactly the FP32 span on **{d['agreement']:.1f}%** of "
                f"{d['results'][0]['n']} questions; mean |confidence difference| {d['mean_abs_score_diff']:.4f}."
                if d["agreement"] is not None else "")
+    others = [f"{LABELS.get(v, v)} **{a['agreement']:.1f}%**" for v, a in by.items() if v != "int8-cpu"]
+    if others:
+        summary += " Same span as FP32: " + ", ".join(others) + "."
     if d["skipped"]:
         summary += (f"\n\nSkipped {len(d['skipped'])} question(s): " +
                     "; ".join(md_text(s) for s in d["skipped"][:3]) + ("; …" if len(d["skipped"]) > 3 else ""))
     return table, summary, dis
+
+
+def recipe_frames(d: dict, target: float):
+    """(table, summary Markdown) for a RecipeReport dict: every recipe alone and with its K layers in FP32."""
+    import pandas as pd
+
+    chosen = d.get("chosen") or {}
+    rows = []
+    for r in d["recipes"]:
+        mark = "chosen" if (r["recipe"], r["keep_fp32"]) == (chosen.get("recipe"), chosen.get("keep_fp32")) else ""
+        rows.append({"recipe": r["recipe"], "layers in FP32": len(r["keep_fp32"]), "same span as FP32 %": r["agreement"],
+                     "EM %": r["exact_match"], "F1 %": r["f1"], "logits SQNR dB": r["sqnr_db"], "MiB": r["size_mib"],
+                     "median ms": r["median_ms"], "": " ".join(x for x in (mark, "Pareto" if r["pareto"] else "") if x)})
+    best = next((r for r in d["recipes"] if (r["recipe"], r["keep_fp32"]) == (chosen.get("recipe"), chosen.get("keep_fp32"))),
+                None)
+    if best:
+        summary = (f"**Ship {md_text(best['recipe'])}" + (f" with {len(best['keep_fp32'])} layer(s) in FP32" if best["keep_fp32"]
+                   else "") + f"**: the fastest recipe that keeps at least {target:g}% of the FP32 answers "
+                   f"({best['agreement']:.1f}%, {best['median_ms']:.1f} ms, {best['size_mib']:.1f} MiB).")
+    else:
+        summary = f"**No recipe kept {target:g}% of the FP32 answers** within the layers allowed in FP32."
+    unavailable = d.get("recipes_unavailable") or {}
+    summary += "".join(f"\n\n<sub>{md_text(k)} unavailable here: {md_text(v)}</sub>" for k, v in unavailable.items())
+    return pd.DataFrame(rows), summary

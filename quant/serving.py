@@ -21,9 +21,9 @@ them in parallel would make every number wrong. So (`Scheduler`):
   the most (up to what was asked) with which everything in line would be done
   within `MAX_WAIT_S`, never fewer than `MIN_RUNS`; the result says how many
   runs it got and why.
-* **Admission**: a request whose wait (everything ahead at `MIN_RUNS`) would
-  exceed `MAX_LINE_WAIT_S` is refused at once with an estimate of when to retry
-  (`Busy.retry_s`).
+* **Admission**: a request that would wait (for everything ahead, at `MIN_RUNS`)
+  more than `MAX_LINE_WAIT_S` before it starts, or that finds `max_line` requests
+  in line, is refused at once with an estimate of when to retry (`Busy.retry_s`).
 * **Background work only when idle**: the examples are measured once the model
   is ready and re-measured before they go stale, only when nobody is in line, and a
   background measurement is abandoned the moment a visitor arrives.
@@ -219,10 +219,11 @@ class Scheduler:
                                         mine.started_in_background), job.session, joined=True)
 
     def _admit(self, job: Job) -> None:
+        """Refuse when the line is full, or when what is ahead would keep this job waiting over MAX_LINE_WAIT_S."""
         ahead = self.line_seconds()
-        if len(self._line) >= self.max_line or ahead + job.estimate(self.cost, self.min_runs) > self.max_line_wait_s:
+        if len(self._line) >= self.max_line or ahead > self.max_line_wait_s:
             self.counts["refused"] += 1
-            retry = max(5.0, ahead + job.estimate(self.cost, self.min_runs) - self.max_line_wait_s)
+            retry = max(5.0, ahead - self.max_line_wait_s + job.estimate(self.cost, self.min_runs))
             raise Busy(f"Queue is full: {len(self._line)} measurements are in line (about {ahead:.0f} s of work). "
                        f"Please try again in about {retry:.0f} s.", retry)
 

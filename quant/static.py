@@ -35,6 +35,7 @@ import logging
 import os
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -103,7 +104,8 @@ def _cpu_flags() -> str:
     return name + "|" + ",".join(keep)
 
 
-def cache_key(fp32: nn.Module, tokenizer, max_length: int, calib: list[tuple[str, str]]) -> str:
+def cache_key(fp32: nn.Module, tokenizer, max_length: int, calib: list[tuple[str, str]], keep_fp32: tuple = (),
+              dynamic: bool = False) -> str:
     import torchao
 
     h = hashlib.sha256()
@@ -112,7 +114,8 @@ def cache_key(fp32: nn.Module, tokenizer, max_length: int, calib: list[tuple[str
         h.update(v.detach().contiguous().cpu().numpy().tobytes())
     h.update(fp32.config.to_json_string().encode())
     h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
-    h.update(json.dumps([RECIPE, max_length, calib, torch.__version__, torchao.__version__, _cpu_flags()]).encode())
+    h.update(json.dumps([RECIPE, max_length, calib, torch.__version__, torchao.__version__, _cpu_flags(),
+                         sorted(keep_fp32), dynamic]).encode())
     return h.hexdigest()[:24]
 
 
@@ -199,21 +202,11 @@ def _info(key, path, build_s, load_s, loader, parity_db, size_mib, cached) -> di
                 size_mib=size_mib, cached=cached)
 
 
-def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = None, max_length: int = 384,
-                 calibration: list[tuple[str, str]] | None = None, source_id: str = "",
-                 log: Callable[[str], None] | None = None) -> StaticQA:
-    """The static INT8 model for `fp32`, from the cache or built (minutes on bert-base) and cached.
-
-    Raises StaticUnavailable with a readable reason when it cannot be built here.
-    """
-    log = log or (lambda m: None)
-    if fp32 is None:
-        raise StaticUnavailable("there is no FP32 model to quantize")
+def _requirements() -> None:
+    """Raise StaticUnavailable when this machine cannot build a package (no torchao, AOTInductor or compiler)."""
     try:
         import torchao  # noqa: F401
-        from torchao.quantization.pt2e import move_exported_model_to_eval
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer  # noqa: F401
     except ImportError as exc:
         raise StaticUnavailable(f"torchao is not installed ({exc.name}); pip install -r requirements.txt") from None
     if not hasattr(torch._inductor, "aoti_compile_and_package"):
@@ -222,33 +215,47 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
 
     if not (shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")):
         raise StaticUnavailable("no C++ compiler found (Inductor compiles C++); install g++")
-    calib = calibration if calibration is not None else calibration_texts()
-    names = tuple(k for k in INPUT_NAMES if k in tokenizer.model_input_names)
-    cache = Path(cache_dir) if cache_dir else default_cache()
-    key = cache_key(fp32, tokenizer, max_length, calib)
-    pkg, meta_path, probe_path = cache / f"{key}.pt2", cache / f"{key}.json", cache / f"{key}.probes.pt"
-    pad_id = tokenizer.pad_token_id or 0
-    if pkg.is_file() and meta_path.is_file() and probe_path.is_file():
-        t0 = time.perf_counter()
-        runner, how = _load_runner(pkg)
-        stored = torch.load(probe_path, weights_only=True)
-        dbs = _check_parity(runner, stored["inputs"], stored["refs"], "cached static INT8 package")
-        meta = json.loads(meta_path.read_text())
-        info = _info(key, pkg, meta.get("build_s"), time.perf_counter() - t0, how, dbs, meta["size_mib"], True)
-        log(f"[quantqa] int8-static-cpu: {describe_build(info)}")
-        return StaticQA(runner, names, pad_id, meta["size_mib"], info)
 
-    t_build = time.perf_counter()
-    log(f"[quantqa] int8-static-cpu: first build for this model and machine (export, calibrate, compile; "
-        f"~1-2 min on bert-base, then cached in {cache}) ...")
+
+def input_names(tokenizer) -> tuple[str, ...]:
+    return tuple(k for k in INPUT_NAMES if k in tokenizer.model_input_names)
+
+
+@dataclass
+class Converted:
+    """The eager quantized graph (PT2E, converted) and what compiling it needs."""
+
+    graph: nn.Module
+    example: list[torch.Tensor]
+    dynamic_shapes: list[dict]
+    names: tuple[str, ...]
+    calibration_windows: int
+
+    def model(self, pad_id: int, info: dict | None = None) -> "StaticQA":
+        """The converted graph called like a QA model (eager: for scoring, not for timing)."""
+        return StaticQA(lambda xs: self.graph(*xs), self.names, pad_id, graph_state_mib(self.graph),
+                        info or {"eager": True})
+
+
+def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: list[tuple[str, str]] | None = None,
+            keep_fp32: tuple[str, ...] = (), dynamic: bool = False) -> Converted:
+    """Export `fp32` (a copy, eager attention), quantize it with the X86 Inductor quantizer (float tensors only;
+    the nn.Linear layers named in `keep_fp32` left in FP32), calibrate on `calibration` (default: the app's
+    examples; none for `dynamic`, whose activation scales are computed at each call) and convert."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    from .qa import encode
+
+    calib = calibration if calibration is not None else calibration_texts()
+    names = input_names(tokenizer)
     m = copy.deepcopy(fp32).eval()
     try:
         m.set_attn_implementation("eager")  # the attention matmuls become visible (and quantizable)
     except Exception:
         pass
     wrapped = _Positional(m, names).eval()
-    from .qa import encode
-
     calib_inputs = []
     for q, c in calib:
         enc = encode(tokenizer, q, c, max_length=max_length)
@@ -257,26 +264,68 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
             calib_inputs.append([enc.inputs[k][w:w + 1, :n] for k in names])
     example = calib_inputs[0]  # batch 1 (export specialises the size-1 dimension: the package takes batch 1)
     seq = torch.export.Dim("seq", min=MIN_SEQ, max=max_length)
-    dyn = {k: {1: seq} for k in names}
+    dyn = [{1: seq} for _ in names]
+    ep = torch.export.export(wrapped, tuple(example), dynamic_shapes={"args": tuple(dyn)})
+    quantizer = _float_only(xiq.X86InductorQuantizer)()
+    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic))
+    for name in keep_fp32:  # module paths of the FP32 model; the export wraps it as `model`
+        quantizer.set_module_name_qconfig(f"model.{name}", None)
+    prepared = prepare_pt2e(ep.module(), quantizer)
+    for x in calib_inputs if not dynamic else calib_inputs[:1]:
+        prepared(*x)
+    converted = convert_pt2e(prepared)
+    move_exported_model_to_eval(converted)
+    return Converted(converted, example, dyn, names, 0 if dynamic else len(calib_inputs))
+
+
+def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = None, max_length: int = 384,
+                 calibration: list[tuple[str, str]] | None = None, source_id: str = "",
+                 log: Callable[[str], None] | None = None, keep_fp32: tuple[str, ...] = (),
+                 dynamic: bool = False) -> StaticQA:
+    """The static INT8 model for `fp32`, from the cache or built (minutes on bert-base) and cached.
+
+    keep_fp32: nn.Linear module paths left in FP32. dynamic: PT2E *dynamic* INT8 instead (activation scales at
+    each call, no calibration), compiled the same way (a successor to torch.ao's quantize_dynamic).
+    Raises StaticUnavailable with a readable reason when it cannot be built here.
+    """
+    log = log or (lambda m: None)
+    if fp32 is None:
+        raise StaticUnavailable("there is no FP32 model to quantize")
+    _requirements()
+    calib = calibration if calibration is not None else calibration_texts()
+    names = input_names(tokenizer)
+    cache = Path(cache_dir) if cache_dir else default_cache()
+    key = cache_key(fp32, tokenizer, max_length, calib, tuple(sorted(keep_fp32)), dynamic)
+    pkg, meta_path, probe_path = cache / f"{key}.pt2", cache / f"{key}.json", cache / f"{key}.probes.pt"
+    pad_id = tokenizer.pad_token_id or 0
+    what = "int8-static-cpu" if not dynamic else "pt2e-dynamic"
+    if pkg.is_file() and meta_path.is_file() and probe_path.is_file():
+        t0 = time.perf_counter()
+        runner, how = _load_runner(pkg)
+        stored = torch.load(probe_path, weights_only=True)
+        dbs = _check_parity(runner, stored["inputs"], stored["refs"], "cached static INT8 package")
+        meta = json.loads(meta_path.read_text())
+        info = _info(key, pkg, meta.get("build_s"), time.perf_counter() - t0, how, dbs, meta["size_mib"], True)
+        log(f"[quantqa] {what}: {describe_build(info)}")
+        return StaticQA(runner, names, pad_id, meta["size_mib"], info)
+
+    t_build = time.perf_counter()
+    log(f"[quantqa] {what}: first build for this model and machine (export, calibrate, compile; "
+        f"~1-2 min on bert-base, then cached in {cache}) ...")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         logging.getLogger("torch._inductor").setLevel(logging.ERROR)
         try:
             t0 = time.perf_counter()
-            ep = torch.export.export(wrapped, tuple(example), dynamic_shapes={"args": tuple(dyn[k] for k in names)})
-            quantizer = _float_only(xiq.X86InductorQuantizer)()
-            quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
-            prepared = prepare_pt2e(ep.module(), quantizer)
-            for x in calib_inputs:
-                prepared(*x)
-            converted = convert_pt2e(prepared)
-            move_exported_model_to_eval(converted)
-            log(f"[quantqa] int8-static-cpu: exported and calibrated on {len(calib_inputs)} windows "
+            conv = convert(fp32, tokenizer, max_length=max_length, calibration=calib, keep_fp32=keep_fp32,
+                           dynamic=dynamic)
+            converted, example = conv.graph, conv.example
+            log(f"[quantqa] {what}: exported and calibrated on {conv.calibration_windows} windows "
                 f"in {time.perf_counter() - t0:.0f} s; compiling with AOTInductor ...")
             size = graph_state_mib(converted)  # the int8 weights it uses, not the dead FP32 ones
             probes = _probes(tokenizer, names, max_length)
             refs = [tuple(t.clone() for t in _run_rows(lambda xs: converted(*xs), x)) for x in probes]
-            ep2 = torch.export.export(converted, tuple(example), dynamic_shapes=[dyn[k] for k in names])
+            ep2 = torch.export.export(converted, tuple(example), dynamic_shapes=conv.dynamic_shapes)
             cache.mkdir(parents=True, exist_ok=True)
             tmp = cache / f"{key}.{os.getpid()}.tmp.pt2"
             t0 = time.perf_counter()
@@ -299,9 +348,10 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
     build_s = time.perf_counter() - t_build
     torch.save({"inputs": probes, "refs": refs}, probe_path)
     meta = {"key": key, "recipe": RECIPE, "source": source_id, "build_s": round(build_s, 1), "size_mib": size,
-            "parity_db": dbs, "torch": torch.__version__, "calibration_windows": len(calib_inputs)}
+            "parity_db": dbs, "torch": torch.__version__, "calibration_windows": conv.calibration_windows,
+            "keep_fp32": sorted(keep_fp32), "dynamic": dynamic}
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, pkg)
     info = _info(key, pkg, build_s, load_s, how, dbs, size, False)
-    log(f"[quantqa] int8-static-cpu: {describe_build(info)}")
+    log(f"[quantqa] {what}: {describe_build(info)}")
     return StaticQA(runner, names, pad_id, size, info)

@@ -33,7 +33,7 @@ from .evaluate import Example, score
 from .inputs import InputError
 from .metrics import noise_ratio, ratio_db
 from .qa import best_span
-from .quantize import QuantConfig, is_quantized_linear, linear_names, trace_or_eager
+from .quantize import QuantConfig, is_quantized_linear, linear_names, quantize, trace_or_eager
 from .size import state_dict_mib
 from .timing import measure
 
@@ -117,6 +117,8 @@ class QuestionSet:
     def __init__(self, comparator, examples: list[Example]):
         if comparator.fp32_eager is None:
             raise ValueError(f"this needs the FP32 model: {comparator.fp32_reason}")
+        if comparator.int8_eager is None:
+            raise ValueError(f"this needs dynamic INT8: {comparator.int8_reason}")
         self.examples, self.encs, self.skipped = [], [], []
         for ex in examples:
             try:
@@ -171,26 +173,17 @@ class QuestionSet:
         return {"agreement": 100.0 * agree / n, "exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "noise": noise}
 
 
-def tune(comparator, examples: list[Example], target_agreement: float, *, rank_by: str = "logits",
-         max_keep: int | None = None, runs: int = 10,
-         progress: Callable[[str, int, int], None] | None = None) -> tuple[TuneReport, nn.Module]:
-    """Rank, then keep layers in FP32 one at a time until agreement >= target (or `max_keep` layers are kept,
-    or none is left). Returns (report, final INT8 model)."""
+def rank_layers(comparator, qs: QuestionSet, rank_by: str = "logits",
+                progress: Callable[[str, int, int], None] | None = None,
+                questions: int = RANK_QUESTIONS) -> list[tuple[str, float]]:
+    """The quantized Linear layers, most sensitive first: [(name, dB)] (see the module docstring)."""
     import copy
 
-    if rank_by not in RANKINGS:
-        raise ValueError(f"rank_by must be one of {', '.join(RANKINGS)}")
-    if not 0 < target_agreement <= 100:
-        raise ValueError(f"the target agreement is a percentage in (0, 100]; got {target_agreement}")
     progress = progress or (lambda what, i, n: None)
-    qs = QuestionSet(comparator, examples)  # one tokenization and one FP32 pass per question, for every step
     fp32, int8 = comparator.fp32_eager, comparator.int8_eager
-    fmods, qmods = dict(fp32.named_modules()), dict(int8.named_modules())
+    qmods = dict(int8.named_modules())
     names = [n for n in linear_names(fp32) if is_quantized_linear(qmods.get(n))]  # quantized in the INT8 model
-    already = list(comparator.quant.keep_fp32)
-
-    # ---- ranking
-    rank_set = list(range(min(RANK_QUESTIONS, len(qs))))
+    rank_set = list(range(min(questions, len(qs))))
     scores: dict[str, float] = {}
     if rank_by == "logits":
         work = copy.deepcopy(fp32)
@@ -201,7 +194,6 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
             finally:
                 _swap(work, n, old)
             progress("ranking", k + 1, len(names))
-        del work
     else:
         from .inspect import Inspector
 
@@ -214,7 +206,27 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
                     per[x.name].append(x.sqnr_db)
             progress("ranking", k + 1, len(rank_set))
         scores = {n: statistics.fmean(v) if v else math.inf for n, v in per.items()}
-    ranking = sorted(scores.items(), key=lambda kv: kv[1])
+    return sorted(scores.items(), key=lambda kv: kv[1])
+
+
+def tune(comparator, examples: list[Example], target_agreement: float, *, rank_by: str = "logits",
+         max_keep: int | None = None, runs: int = 10,
+         progress: Callable[[str, int, int], None] | None = None,
+         qs: QuestionSet | None = None) -> tuple[TuneReport, nn.Module]:
+    """Rank, then keep layers in FP32 one at a time until agreement >= target (or `max_keep` layers are kept,
+    or none is left). Returns (report, final INT8 model)."""
+    import copy
+
+    if rank_by not in RANKINGS:
+        raise ValueError(f"rank_by must be one of {', '.join(RANKINGS)}")
+    if not 0 < target_agreement <= 100:
+        raise ValueError(f"the target agreement is a percentage in (0, 100]; got {target_agreement}")
+    progress = progress or (lambda what, i, n: None)
+    qs = qs or QuestionSet(comparator, examples)  # one tokenization and one FP32 pass per question, for every step
+    fp32, int8 = comparator.fp32_eager, comparator.int8_eager
+    fmods = dict(fp32.named_modules())
+    already = list(comparator.quant.keep_fp32)
+    ranking = rank_layers(comparator, qs, rank_by, progress)
 
     # ---- steps: keep the most sensitive layers in FP32, one more each step
     work = copy.deepcopy(int8)
@@ -249,13 +261,15 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
 
 def run_tune(model_id: str, examples: list[Example], target_agreement: float, *, rank_by: str = "logits",
              max_keep: int | None = None, threads=None, quant: QuantConfig | None = None, out=None,
-             progress_bar: bool = True) -> TuneReport:
-    """CLI entry: build the comparator, tune with a progress bar on stderr, optionally save the artifact."""
+             progress_bar: bool = True, recipes=None) -> tuple[TuneReport, Any]:
+    """CLI entry: build the model set, tune with progress bars on stderr, optionally compare `recipes`
+    (recipes.py) and save the artifact (the tuned model, or with recipes the chosen one). Returns
+    (tune report, recipe report or None)."""
     from .compare import Comparator
     from .quantize import save_artifact
 
-    comp = Comparator(model_id, threads=threads, quant=quant, variants=("fp32-cpu", "int8-cpu"),
-                      log=lambda m: print(m, file=sys.stderr, flush=True))
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    comp = Comparator(model_id, threads=threads, quant=quant, variants=("fp32-cpu", "int8-cpu"), log=log)
     bars: dict[str, Any] = {}
 
     def progress(what: str, i: int, n: int) -> None:
@@ -271,13 +285,38 @@ def run_tune(model_id: str, examples: list[Example], target_agreement: float, *,
         bars[what].n = i
         bars[what].refresh()
 
+    rec = None
     try:
-        report, model = tune(comp, examples, target_agreement, rank_by=rank_by, max_keep=max_keep, progress=progress)
+        qs = QuestionSet(comp, examples)
+        report, model = tune(comp, examples, target_agreement, rank_by=rank_by, max_keep=max_keep, progress=progress,
+                             qs=qs)
+        if recipes:
+            from .recipes import compare_recipes
+
+            rec = compare_recipes(comp, qs, report.ranking, target_agreement, recipes=recipes, max_keep=max_keep,
+                                  log=log, progress=progress)
     finally:
         for b in bars.values():
             b.close()
     if out is not None:
+        extra: dict[str, Any] = {}
         qc = replace(comp.quant, keep_fp32=tuple(report.steps[-1].keep_fp32))
-        save_artifact(model, comp.tokenizer, out, qc, comp.engine, comp.model_id)
+        if rec is not None:
+            pick = rec.chosen
+            if pick is not None and pick.recipe == "dynamic-per-token":  # no artifact format for torchao models here
+                savable = [r for r in rec.rows if r.meets and r.recipe not in ("fp32", "dynamic-per-token")]
+                pick = min(savable, key=lambda r: r.median_ms) if savable else None
+                log("[quantqa] --out: the chosen recipe (dynamic-per-token, torchao) has no artifact format here; "
+                    + (f"writing the fastest recipe that has one: {pick.recipe}" if pick else "nothing written"))
+            if pick is None:
+                return report, rec
+            if pick.recipe == "static":
+                extra = {"chosen": "static", "static_keep_fp32": pick.keep_fp32}
+            else:
+                qc = replace(comp.quant, per_channel=pick.recipe == "dynamic-per-channel",
+                             keep_fp32=tuple(pick.keep_fp32))
+                model = quantize(comp.fp32_eager, qc)
+                extra = {"chosen": pick.recipe}
+        save_artifact(model, comp.tokenizer, out, qc, comp.engine, comp.model_id, extra=extra)
         report.out = str(out)
-    return report
+    return report, rec

@@ -37,8 +37,8 @@ from . import env
 from .inputs import MAX_CONTEXT_CHARS, check_text, check_windows
 from .models import DEFAULT_MODEL, ModelLoadError, describe_source, load_model, set_threads, source_kind, window_length
 from .qa import Encoded, encode
-from .quantize import (EngineChoice, QuantConfig, choose_engine, count_quantized, load_artifact, quantize,
-                       resolve_keep_fp32, trace_or_eager)
+from .quantize import (EngineChoice, QuantConfig, QuantizationUnavailable, choose_engine, count_quantized,
+                       load_artifact, quantize, resolve_keep_fp32, trace_or_eager)
 from .size import state_dict_mib
 
 LABELS = {
@@ -111,10 +111,11 @@ class ModelSet:
         self.source = source_kind(self.model_id)
         self.manifest: dict | None = None
         self.fp32_reason: str | None = None
+        self.int8_reason: str | None = None  # why there is no dynamic INT8 (a torch without torch.ao.quantization)
         self.log(f"[quantqa] loading {describe_source(self.model_id)} ...")
         fp32, int8 = self._load_artifact() if self.source == "artifact" else self._load_and_quantize()
         self.fp32_eager, self.int8_eager = fp32, int8
-        self.layer_counts = count_quantized(int8)
+        self.layer_counts = count_quantized(int8 if int8 is not None else fp32)
         self.int8_runnable = self._trace_int8(int8)
         self.log("[quantqa] measuring sizes ...")
         self.sizes_mib = self._sizes(fp32, int8)
@@ -124,8 +125,9 @@ class ModelSet:
         self._variants: dict[str, _Variant] = {n: self._build(n, static_cache, static) for n in self.variant_names}
         self.startup_s = time.perf_counter() - t0
         size = self.sizes_mib["fp32"]
+        int8_mib = self.sizes_mib.get("int8_emb") or self.sizes_mib["int8"]
         self.log(f"[quantqa] ready in {self.startup_s:.1f} s — FP32 {'n/a' if size is None else f'{size:.2f} MiB'}, "
-                 f"INT8 {self.sizes_mib.get('int8_emb') or self.sizes_mib['int8']:.2f} MiB, {self.threads} threads")
+                 f"INT8 {'n/a' if int8_mib is None else f'{int8_mib:.2f} MiB'}, {self.threads} threads")
 
     # ------------------------------------------------------------------ building
 
@@ -133,12 +135,19 @@ class ModelSet:
         loaded = load_model(self.model_id)
         self.tokenizer, self.max_length, fp32 = loaded.tokenizer, loaded.max_length, loaded.model
         cfg = fp32.config
-        self.engine_choice: EngineChoice = choose_engine(
-            self.quant.engine, hidden=cfg.hidden_size, intermediate=getattr(cfg, "intermediate_size", 4 * cfg.hidden_size))
-        self.log(f"[quantqa] quantized engine: {self.engine_choice.describe()}")
         self.quant = replace(self.quant, keep_fp32=resolve_keep_fp32(fp32, self.quant.keep_fp32))
-        self.log(f"[quantqa] quantizing to INT8 ({self.quant}) ...")
-        return fp32, quantize(fp32, self.quant)
+        try:
+            self.engine_choice: EngineChoice = choose_engine(
+                self.quant.engine, hidden=getattr(cfg, "hidden_size", 768),
+                intermediate=getattr(cfg, "intermediate_size", 4 * getattr(cfg, "hidden_size", 768)))
+            self.log(f"[quantqa] quantized engine: {self.engine_choice.describe()}")
+            self.log(f"[quantqa] quantizing to INT8 ({self.quant}) ...")
+            return fp32, quantize(fp32, self.quant)
+        except QuantizationUnavailable as exc:  # a torch without torch.ao.quantization: the other cards still serve
+            self.engine_choice = EngineChoice(torch.backends.quantized.engine, "unused: no dynamic INT8 here")
+            self.int8_reason = str(exc)
+            self.log(f"[quantqa] int8-cpu unavailable: {exc}")
+            return fp32, None
 
     def _load_artifact(self):
         """INT8 from the artifact folder; FP32 from its manifest's source model when that loads."""
@@ -167,7 +176,7 @@ class ModelSet:
 
     def _trace_int8(self, int8):
         self.torchscript_note = "off"
-        if not self.quant.torchscript:
+        if not self.quant.torchscript or int8 is None:
             return int8
         runnable, failed = trace_or_eager(int8, self.probes())
         self.torchscript_note = ("on (traced + frozen; outputs checked equal to eager)" if failed is None
@@ -183,7 +192,7 @@ class ModelSet:
             sizes["int8"] = state_dict_mib(quantize(fp32, plain)) if fp32 is not None else None
             sizes["int8_emb"] = state_dict_mib(int8)
         else:
-            sizes["int8"] = state_dict_mib(int8)
+            sizes["int8"] = state_dict_mib(int8) if int8 is not None else None
         return sizes
 
     def _build(self, name: str, static_cache, static_mode: str) -> _Variant:
@@ -193,7 +202,7 @@ class ModelSet:
         if name == "fp32-cpu":
             return _Variant(name, fp32, "cpu")
         if name == "int8-cpu":
-            return _Variant(name, self.int8_runnable, "cpu")
+            return _Variant(name, self.int8_runnable, "cpu", self.int8_reason)
         if name == "bf16-cpu":
             if not env.has_native_bf16():
                 return _Variant(name, None, "cpu", "this CPU has no native bf16 (AVX-512 BF16 / AMX); it would be "
@@ -224,9 +233,10 @@ class ModelSet:
     def _static_variant(self, cache) -> _Variant:
         from .static import build_static
 
+        keep = tuple((self.manifest or {}).get("static_keep_fp32", ()))  # tune --recipes chose static with these
         try:
             model = build_static(self.fp32_eager, self.tokenizer, cache_dir=cache, log=self.log,
-                                 max_length=self.max_length, source_id=self.model_id)
+                                 max_length=self.max_length, source_id=self.model_id, keep_fp32=keep)
         except Exception as exc:  # no compiler, export failure, parity failure: say why on the card
             self.log(f"[quantqa] {STATIC_VARIANT} unavailable: {first_line(exc)}")
             return _Variant(STATIC_VARIANT, None, "cpu", f"static INT8 could not be built here: {first_line(exc)}")

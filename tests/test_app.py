@@ -64,7 +64,7 @@ def test_extra_variants_through_api(client):
 
 def test_api_lists_only_public_endpoints(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert names == {"/compare", "/inspect", "/evaluate"}
+    assert names == {"/compare", "/inspect", "/evaluate", "/recipes"}  # the render steps stay private
 
 
 def test_inspect_through_api(client):

@@ -129,3 +129,35 @@ def test_gpu_failure_during_request_keeps_cpu_results(trained):
         assert c.result("fp32-cpu").answer == ex.answer and c.result("int8-cpu").answer == ex.answer
     finally:
         trained._variants["fp32-cuda"] = saved
+
+
+def test_without_torch_ao_quantization_the_app_starts_and_the_card_says_why(trained_model_dir, monkeypatch):
+    """torch 2.13 deprecates torch.ao.quantization: if an import of it fails, the dynamic card says why and the
+    other cards (and the whole page) still serve."""
+    import sys
+
+    import app as app_module
+
+    monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)  # `from torch.ao.quantization import` fails
+    comp = Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
+    why = comp.availability()["int8-cpu"]
+    assert why and "torch.ao.quantization" in why and "bench/README.md" in why
+    assert comp.sizes_mib["int8"] is None and comp.layer_counts["linear_int8"] == 0
+    ex = tinymodels.held_out_examples(1, seed=13)[0]
+    c = comp.compare(ex.context, ex.question, runs=1)
+    assert c.result("fp32-cpu").answer == ex.answer and c.result("int8-cpu").available is False
+    demo = app_module.build_demo(comp, warm_examples=False)  # the page builds
+    assert demo is not None
+    card = app_module.card_markdown(c.result("int8-cpu").to_dict(), "INT8 · CPU")
+    assert "Not available" in card and "torch.ao.quantization" in card.replace("\\", "")  # Markdown-escaped
+    with pytest.raises(InputError, match="Inspect needs dynamic INT8"):
+        comp.inspect(ex.context, ex.question)
+
+
+def test_without_torch_jit_trace_int8_runs_eagerly_and_says_so(trained_model_dir, monkeypatch):
+    monkeypatch.delattr(torch.jit, "trace")
+    comp = Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
+    assert comp.availability()["int8-cpu"] is None
+    assert "torch.jit.trace is not in this torch" in comp.torchscript_note
+    ex = tinymodels.held_out_examples(1, seed=14)[0]
+    assert comp.compare(ex.context, ex.question, runs=1).result("int8-cpu").answer == ex.answer

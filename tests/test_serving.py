@@ -127,8 +127,9 @@ def test_under_load_runs_adapt_and_say_why():
 
 
 def test_a_long_line_is_refused_with_a_retry_estimate():
-    # the clock stands still: the running job (10 runs + warm-up) is 1.1 s of work, each waiting one 0.4 s at 3 runs
-    s = Scheduler(max_line_wait_s=2.0, clock=Clock())
+    # the clock stands still: the running job (10 runs + warm-up) is 1.1 s of work, each waiting one 0.4 s at 3 runs;
+    # the first two wait 1.1 and 1.5 s before they start, the third would wait 1.9 s (over the 1.6 s allowed)
+    s = Scheduler(max_line_wait_s=1.6, clock=Clock())
     s.cost.per_unit_s, s.cost.overhead_s, s.cost.samples = 1e-3, 0.0, 1
     gate = threading.Event()
     calls = []

@@ -1,0 +1,171 @@
+"""Where the time goes: FP32, dynamic INT8 and static INT8 per op class, and GEMM efficiency against the peak.
+
+    python bench/profile.py --model DIR [--seq-lens 64,160,384] [--runs 10] [--json]
+
+1. Peak: the machine's FP32 and INT8 GEMM throughput, measured (not from a data
+   sheet): FP32 `torch.nn.functional.linear`, INT8 the dynamic quantized Linear
+   (fbgemm / oneDNN int8 GEMM, activations quantized per call), each on large
+   square shapes (the peak) and on the model's own shapes at each length
+   (tokens x hidden x hidden, x 4 hidden, 4 hidden x hidden).
+2. Profile: `torch.profiler` over `--runs` forwards of each variant; self CPU
+   time summed by op class (GEMM FP32 / GEMM INT8 / quantize / softmax /
+   LayerNorm / GELU / Inductor-compiled kernels / other). The static package is
+   compiled with Inductor's kernel profiling on, so its fused kernels are named.
+   GEMM efficiency = the variant's GEMM FLOPs (2 x tokens x params of every
+   Linear, plus the attention matmuls) / GEMM time, against the measured peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CLASSES = (  # (class, substrings of the profiler's op name), first match wins
+    ("GEMM INT8", ("quantized::linear", "qlinear", "_int_mm", "onednn::qlinear", "mkldnn_qlinear", "qmatmul")),
+    ("GEMM FP32", ("aten::addmm", "aten::mm", "aten::bmm", "aten::linear", "aten::matmul", "mkl_linear",
+                   "mkldnn::_linear", "aten::baddbmm")),
+    ("quantize / dequantize", ("quantize", "dequantize", "choose_qparams", "quantized_decomposed", "_fake_quant")),
+    ("softmax", ("softmax",)),
+    ("LayerNorm", ("layer_norm", "layernorm")),
+    ("GELU", ("gelu",)),
+    ("Inductor kernels (fused)", ("cpp_fused", "kernel_cpp", "graph_")),
+)
+
+
+def op_class(name: str) -> str:
+    low = name.lower()
+    for cls, keys in CLASSES:
+        if any(k in low for k in keys):
+            return cls
+    return "other"
+
+
+def timeit(fn, runs: int = 10, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def gemm_peaks(hidden: int, inter: int, seq_lens) -> dict:
+    import torch
+
+    from quant.quantize import _backend_quantize
+
+    def pair(m, k, n):
+        x, lin = torch.randn(m, k), torch.nn.Linear(k, n, bias=False).eval()
+        q = _backend_quantize(torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)).eval(), embeddings=False)
+        with torch.inference_mode():
+            f = timeit(lambda: lin(x))
+            i = timeit(lambda: q(x))
+        ops = 2 * m * k * n / 1e9
+        return {"fp32_gflops": round(ops / f, 1), "int8_gops": round(ops / i, 1)}
+
+    out = {"square 2048": pair(2048, 2048, 2048)}
+    for t in seq_lens:
+        for name, (k, n) in {"qkv/out": (hidden, hidden), "FFN in": (hidden, inter), "FFN out": (inter, hidden)}.items():
+            out[f"{t} tok {name}"] = pair(t, k, n)
+    return out
+
+
+def profile_variant(model, inputs, runs: int) -> dict[str, float]:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        for _ in range(2):
+            model(**inputs)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                model(**inputs)
+    by: dict[str, float] = collections.defaultdict(float)
+    for e in prof.key_averages():
+        by[op_class(e.key)] += e.self_cpu_time_total / 1e3 / runs  # ms per forward
+    return dict(by)
+
+
+def gemm_flops(cfg, t: int) -> float:
+    """2 x multiply-adds of every Linear and the attention matmuls of one forward at `t` tokens (GFLOP)."""
+    h, i, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    linear = layers * (4 * h * h + 2 * h * i) * t
+    attention = layers * 2 * t * t * h
+    return 2 * (linear + attention) / 1e9
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--seq-lens", default="64,160,384")
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    from quant.threads import apply_policy
+
+    apply_policy("auto")
+    warnings.simplefilter("ignore")
+    import torch
+    import torch._inductor.config as icfg
+
+    from quant import Comparator
+    from quant.bench import synthetic_inputs
+    from quant.compare import STATIC_VARIANT
+
+    icfg.cpp.enable_kernel_profile = True  # name the fused kernels of the package built below
+    comp = Comparator(a.model, variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=lambda m: print(m, file=sys.stderr),
+                      static_cache=Path("/tmp/quantqa-profile-cache"))
+    cfg = comp.fp32_eager.config
+    seq_lens = [int(s) for s in a.seq_lens.split(",")]
+    peaks = gemm_peaks(cfg.hidden_size, cfg.intermediate_size, seq_lens)
+    peak_fp32, peak_int8 = peaks["square 2048"]["fp32_gflops"], peaks["square 2048"]["int8_gops"]
+    tok = comp.tokenizer
+    rows = []
+    for t in seq_lens:
+        x = synthetic_inputs(cfg.vocab_size, t, tok.cls_token_id or 0, tok.sep_token_id or 0)
+        for v in ("fp32-cpu", "int8-cpu", STATIC_VARIANT):
+            m = comp.model(v)
+            if m is None:
+                continue
+            by = profile_variant(m, x, a.runs)
+            with torch.inference_mode():
+                wall = timeit(lambda: m(**x), runs=a.runs) * 1e3
+            gemm = by.get("GEMM INT8", 0.0) + by.get("GEMM FP32", 0.0)
+            peak = peak_fp32 if v == "fp32-cpu" else peak_int8
+            eff = gemm_flops(cfg, t) / (gemm / 1e3) / peak if gemm else None
+            rows.append({"variant": v, "tokens": t, "wall_ms": round(wall, 2),
+                         "share": {k: round(100 * val / sum(by.values()), 1) for k, val in sorted(by.items())},
+                         "gemm_ms": round(gemm, 2), "gemm_efficiency_vs_peak": None if eff is None else round(eff, 2)})
+            print(f"[profile] {v} @{t}: {wall:.1f} ms", file=sys.stderr)
+    report = {"cpu": __import__("quant.env", fromlist=["cpu_name"]).cpu_name(), "threads": torch.get_num_threads(),
+              "peaks": peaks, "rows": rows}
+    if a.json:
+        print(json.dumps(report))
+        return 0
+    print(f"cpu: {report['cpu']} | threads {report['threads']}")
+    print(f"measured peak: FP32 {peak_fp32} GFLOP/s, INT8 {peak_int8} GOP/s (2048^3), ratio {peak_int8 / peak_fp32:.2f}x")
+    for k, v in peaks.items():
+        print(f"  {k:<22} FP32 {v['fp32_gflops']:>7} GFLOP/s   INT8 {v['int8_gops']:>7} GOP/s")
+    classes = ["GEMM FP32", "GEMM INT8", "quantize / dequantize", "softmax", "LayerNorm", "GELU",
+               "Inductor kernels (fused)", "other"]
+    print(f"\n{'variant':<16} {'tok':>4} {'ms':>8} " + " ".join(f"{c[:14]:>14}" for c in classes) + f" {'GEMM eff.':>10}")
+    for r in rows:
+        eff = "-" if r["gemm_efficiency_vs_peak"] is None else f"{100 * r['gemm_efficiency_vs_peak']:.0f}%"
+        print(f"{r['variant']:<16} {r['tokens']:>4} {r['wall_ms']:8.1f} " +
+              " ".join(f"{r['share'].get(c, 0.0):13.1f}%" for c in classes) + f" {eff:>10}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

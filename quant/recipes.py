@@ -1,0 +1,261 @@
+"""Which INT8 should I ship? Every recipe side by side on a QA set, and the fastest that keeps the answers.
+
+Recipes (`RECIPES`), each measured alone and with the K most sensitive Linear
+layers kept in FP32, K found per recipe (the smallest K whose agreement meets
+the target, searched by doubling then bisection over tune.py's ranking; at most
+`max_keep`):
+
+  dynamic-per-tensor   torch.ao quantize_dynamic, one weight scale per tensor (the seed's recipe), traced
+  dynamic-per-channel  the same, one weight scale per output channel, traced
+  static               PT2E X86 Inductor quantizer, calibrated activation scales, AOTInductor package (static.py)
+  dynamic-per-token    torchao Int8DynamicActivationInt8WeightConfig: an activation scale per token, torch.compile
+
+For every row: agreement with FP32 (same character span), EM / F1, logits SQNR
+(mean noise over the questions, in dB), size (MiB of the tensors it runs on) and
+latency (median ms on the set's question of median length, every row timed
+interleaved with FP32). The K search scores each candidate in its fast-to-build
+form (static: the eager quantized graph; per-token: eager); the rows themselves
+are scored and timed as shipped (compiled). `chosen` is the fastest row that
+meets the target; rows no other row beats on both agreement and latency are
+the Pareto front.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import warnings
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .metrics import ratio_db
+from .quantize import QuantConfig, quantize, trace_or_eager
+from .size import state_dict_mib
+from .timing import measure_interleaved
+
+RECIPES = ("dynamic-per-tensor", "dynamic-per-channel", "static", "dynamic-per-token")
+DESCRIPTIONS = {
+    "dynamic-per-tensor": "dynamic INT8, per-tensor weight scales (the seed's recipe; torch.ao, traced)",
+    "dynamic-per-channel": "dynamic INT8, per-channel weight scales (torch.ao, traced)",
+    "static": "static INT8: calibrated activations, INT8 attention (PT2E, AOTInductor)",
+    "dynamic-per-token": "dynamic INT8, per-token activation scales (torchao, torch.compile)",
+    "fp32": "FP32, the reference",
+}
+
+
+@dataclass
+class RecipeResult:
+    recipe: str
+    keep_fp32: list[str]
+    agreement: float  # percent of questions with FP32's span
+    exact_match: float
+    f1: float
+    sqnr_db: float  # logits, mean noise over the questions
+    size_mib: float
+    median_ms: float = 0.0
+    meets: bool = False
+    pareto: bool = False
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "keep_fp32": self.keep_fp32, "agreement": round(self.agreement, 2),
+                "exact_match": round(self.exact_match, 2), "f1": round(self.f1, 2),
+                "sqnr_db": None if self.sqnr_db == float("inf") else round(self.sqnr_db, 2),
+                "size_mib": round(self.size_mib, 2), "median_ms": round(self.median_ms, 3),
+                "meets_target": self.meets, "pareto": self.pareto, "note": self.note}
+
+
+@dataclass
+class RecipeReport:
+    target_agreement: float
+    n: int
+    seq_len: int
+    rows: list[RecipeResult]
+    chosen: RecipeResult | None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipes": [r.to_dict() for r in self.rows], "chosen": None if self.chosen is None else
+                {"recipe": self.chosen.recipe, "keep_fp32": self.chosen.keep_fp32}, "recipes_unavailable": self.unavailable}
+
+    def table(self) -> str:
+        lines = [f"recipes on {self.n} questions | target agreement {self.target_agreement:g}% | latency at "
+                 f"{self.seq_len} tokens, interleaved", "",
+                 f"{'recipe':<20} {'kept':>4} {'agree %':>8} {'EM':>6} {'F1':>6} {'SQNR dB':>8} {'MiB':>8} {'ms':>8}  "]
+        for r in self.rows:
+            mark = ("chosen" if r is self.chosen else "meets" if r.meets else "") + (" pareto" if r.pareto else "")
+            sq = "inf" if r.sqnr_db == float("inf") else f"{r.sqnr_db:.1f}"
+            lines.append(f"{r.recipe:<20} {len(r.keep_fp32):>4} {r.agreement:8.2f} {r.exact_match:6.2f} {r.f1:6.2f} "
+                         f"{sq:>8} {r.size_mib:8.2f} {r.median_ms:8.2f}  {mark.strip()}")
+        for r in self.rows:
+            if r.note:
+                lines.append(f"note: {r.recipe} ({len(r.keep_fp32)} kept): {r.note}")
+        for k, why in self.unavailable.items():
+            lines.append(f"{k}: unavailable here: {why}")
+        lines.append("")
+        lines.append(f"chosen: {self.chosen.recipe} with {len(self.chosen.keep_fp32)} layer(s) in FP32 — the fastest "
+                     f"that meets {self.target_agreement:g}%" if self.chosen else
+                     f"no recipe met {self.target_agreement:g}% (raise --max-keep or lower the target)")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- builders
+
+
+class _Builder:
+    """One recipe: `scoring(keep)` a model quick to build for the K search; `final(keep)` -> (model as shipped,
+    size MiB, note)."""
+
+    def __init__(self, recipe: str, models, log: Callable[[str], None]):
+        self.recipe, self.models, self.log = recipe, models, log
+        self.fp32, self.tok = models.fp32_eager, models.tokenizer
+
+    def _dynamic(self, keep, per_channel: bool):
+        qc = replace(models_quant(self.models), per_channel=per_channel, keep_fp32=tuple(keep))
+        return quantize(self.fp32, qc)
+
+    def scoring(self, keep):
+        if self.recipe == "dynamic-per-tensor":
+            return self._dynamic(keep, per_channel=False)
+        if self.recipe == "dynamic-per-channel":
+            return self._dynamic(keep, per_channel=True)
+        if self.recipe == "static":
+            from .static import convert
+
+            return convert(self.fp32, self.tok, max_length=self.models.max_length, keep_fp32=tuple(keep)).model(
+                self.tok.pad_token_id or 0)
+        return self._per_token(keep)
+
+    def _per_token(self, keep):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+            m = copy.deepcopy(self.fp32).eval()
+            kept = set(keep)
+            quantize_(m, Int8DynamicActivationInt8WeightConfig(),
+                      filter_fn=lambda mod, fqn: isinstance(mod, nn.Linear) and fqn not in kept)
+        return m
+
+    def final(self, keep):
+        if self.recipe in ("dynamic-per-tensor", "dynamic-per-channel"):
+            eager = self._dynamic(keep, per_channel=self.recipe == "dynamic-per-channel")
+            runnable, failed = trace_or_eager(eager, self.models.probes())
+            return runnable, state_dict_mib(eager), f"TorchScript failed, eager: {failed}" if failed else ""
+        if self.recipe == "static":
+            from .static import build_static
+
+            m = build_static(self.fp32, self.tok, max_length=self.models.max_length, keep_fp32=tuple(keep),
+                             source_id=self.models.model_id, log=self.log)
+            return m, m.size_mib, ""
+        eager = self._per_token(keep)
+        size = state_dict_mib(eager)
+        try:
+            compiled = torch.compile(eager, dynamic=True)
+            with torch.inference_mode():
+                compiled(**self.models.probes()[0])  # compile now (~1 min on MiniLM), not inside the timing
+            return compiled, size, "torch.compile (dynamic shapes); compiling took a minute"
+        except Exception as exc:  # no compiler, an inductor failure: eager, said so
+            return eager, size, f"torch.compile failed ({type(exc).__name__}), eager"
+
+
+def models_quant(models) -> QuantConfig:
+    return replace(models.quant, keep_fp32=tuple(models.quant.keep_fp32))
+
+
+# ------------------------------------------------------------------------------------------- search
+
+
+def _score(qs, model) -> dict[str, float]:
+    r = qs.score(model)
+    return {"agreement": r["agreement"], "exact_match": r["exact_match"], "f1": r["f1"],
+            "sqnr_db": ratio_db(statistics.fmean(r["noise"]))}
+
+
+def find_k(score_k: Callable[[int], dict], target: float, limit: int) -> tuple[int, dict]:
+    """The smallest K in [1, limit] whose score meets `target` (doubling, then bisection; agreement is nearly
+    monotone in K), or `limit` with its score when none does."""
+    tried: dict[int, dict] = {}
+
+    def at(k):
+        if k not in tried:
+            tried[k] = score_k(k)
+        return tried[k]
+
+    lo, hi = 0, 1
+    while hi < limit and at(hi)["agreement"] < target:
+        lo, hi = hi, min(2 * hi, limit)
+    if at(hi)["agreement"] < target:
+        return hi, at(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if at(mid)["agreement"] >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi, at(hi)
+
+
+def compare_recipes(models, qs, ranking: list[tuple[str, float]], target: float, *, recipes=RECIPES,
+                    max_keep: int | None = None, runs: int = 10, log: Callable[[str], None] | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> RecipeReport:
+    """Score and time every recipe alone and with its K; see the module docstring. `qs`: tune.QuestionSet."""
+    log = log or (lambda m: None)
+    progress = progress or (lambda what, i, n: None)
+    unknown = [r for r in recipes if r not in RECIPES]
+    if unknown:
+        raise ValueError(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    names = [n for n, _ in ranking]
+    limit = len(names) if max_keep is None else min(max_keep, len(names))
+    candidates: list[tuple[str, list[str], dict]] = []
+    unavailable: dict[str, str] = {}
+    for i, recipe in enumerate(recipes):
+        b = _Builder(recipe, models, log)
+        try:
+            alone = _score(qs, b.scoring(()))
+        except Exception as exc:  # no torchao, no compiler, export failure: that recipe says why
+            unavailable[recipe] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+            continue
+        candidates.append((recipe, [], alone))
+        if alone["agreement"] < target and limit > 0:
+            k, _ = find_k(lambda k: _score(qs, b.scoring(names[:k])), target, limit)
+            candidates.append((recipe, names[:k], {}))
+        progress("recipes", i + 1, len(recipes))
+    rows, fns = [], {}
+    for j, (recipe, keep, _) in enumerate(candidates):
+        model, size, note = _Builder(recipe, models, log).final(keep)
+        s = _score(qs, model)  # as shipped: the compiled package / traced model, not the search's stand-in
+        rows.append(RecipeResult(recipe, keep, s["agreement"], s["exact_match"], s["f1"], s["sqnr_db"], size, note=note))
+        fns[j] = (lambda m=model: m(**qs.timing_input), None)
+        progress("building", j + 1, len(candidates))
+    fp32 = models.fp32_eager
+    fns["fp32"] = (lambda: fp32(**qs.timing_input), None)
+    timed = measure_interleaved(fns, runs=runs, warmup=2)
+    for j, r in enumerate(rows):
+        r.median_ms = timed[j][0].median if timed[j][0] else float("inf")
+        r.meets = r.agreement >= target
+    ref = _score(qs, fp32)
+    rows.insert(0, RecipeResult("fp32", [], 100.0, ref["exact_match"], ref["f1"], float("inf"), state_dict_mib(fp32),
+                                timed["fp32"][0].median, meets=True))
+    for r in rows:
+        r.pareto = not any(o is not r and o.agreement >= r.agreement and o.median_ms <= r.median_ms and
+                           (o.agreement > r.agreement or o.median_ms < r.median_ms) for o in rows)
+    meeting = [r for r in rows[1:] if r.meets]
+    chosen = min(meeting, key=lambda r: r.median_ms) if meeting else None
+    return RecipeReport(target, len(qs), qs.lengths[qs.median_index], rows, chosen, unavailable)
+
+
+def recipe_report(models, examples, target: float, recipes=RECIPES, max_keep: int | None = 8,
+                  rank_questions: int = 8, progress: Callable[[str, int, int], None] | None = None) -> RecipeReport:
+    """For the app: tokenize once, rank the layers (on `rank_questions` questions: minutes saved on bert-base),
+    compare the recipes."""
+    from .tune import QuestionSet, rank_layers
+
+    if not 0 < target <= 100:
+        raise ValueError(f"the target agreement is a percentage in (0, 100]; got {target}")
+    qs = QuestionSet(models, examples)
+    ranking = rank_layers(models, qs, progress=progress, questions=rank_questions)
+    return compare_recipes(models, qs, ranking, target, recipes=recipes, max_keep=max_keep, progress=progress)
