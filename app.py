@@ -37,7 +37,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--engine", default="auto", choices=("auto", "x86", "fbgemm", "onednn", "qnnpack"),
                     help="quantized engine (default: fastest measured here)")
     ap.add_argument("--embeddings", action="store_true", help="also quantize embeddings (8-bit weight-only)")
-    ap.add_argument("--per-channel", action="store_true", help="INT8 weights with one scale per output channel")
+    w = ap.add_mutually_exclusive_group()
+    w.add_argument("--per-channel", dest="per_channel", action="store_true", default=True,
+                   help="INT8 weights with one scale per output channel (default)")
+    w.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                   help="one weight scale per tensor: the seed's recipe")
     ap.add_argument("--keep-fp32", default="", metavar="NAME[,NAME...]",
                     help="leave these nn.Linear layers in FP32 (module paths or globs, e.g. '*.output.dense')")
     static = ap.add_mutually_exclusive_group()
@@ -217,7 +221,7 @@ def compare_tab(demo: gr.Blocks, comparator: Comparator, service: CompareService
             if r is None:
                 outs += [gr.update(visible=v in main_variants), gr.update()]
             else:
-                outs += [gr.update(visible=True), card_markdown(r, LABELS[v], d["context"])]
+                outs += [gr.update(visible=True), card_markdown(r, LABELS[v], d["context"], d.get("recipes", {}).get(v, ""))]
         shown = [by[v] for v in ALL_VARIANTS if v in by]
         return [*outs, agreement_markdown(d), passage_html(d["context"], shown), measurement_markdown(d),
                 latency_frame(d), sizes(d["sizes_mib"])]
@@ -235,8 +239,8 @@ def compare_tab(demo: gr.Blocks, comparator: Comparator, service: CompareService
 
     with gr.Row():
         with gr.Column(scale=3):
-            passage = strict_text(gr.Textbox(label=f"Passage (up to {MAX_CONTEXT_CHARS:,} characters)", lines=5,
-                                             max_lines=6, max_length=MAX_CONTEXT_CHARS, elem_id="passage"))
+            passage = strict_text(gr.Textbox(label=f"Passage (up to {MAX_CONTEXT_CHARS:,} characters)", lines=4,
+                                             max_lines=5, max_length=MAX_CONTEXT_CHARS, elem_id="passage"))
             question = strict_text(gr.Textbox(label="Question", max_length=MAX_QUESTION_CHARS, elem_id="question"))
         with gr.Column(scale=1, min_width=220):
             runs = strict_number(gr.Slider(MIN_RUNS, MAX_RUNS, value=DEFAULT_RUNS, step=1,

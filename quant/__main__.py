@@ -58,8 +58,12 @@ def _common(p: argparse.ArgumentParser, static: bool = False) -> None:
                    help="quantized engine for INT8 (default: auto = fastest measured on this machine)")
     p.add_argument("--embeddings", action="store_true",
                    help="also quantize nn.Embedding (8-bit weight-only): ~25%% of FP32 size instead of ~41%%")
-    p.add_argument("--per-channel", action="store_true",
-                   help="INT8 weights with one scale per output channel (default: one per tensor)")
+    w = p.add_mutually_exclusive_group()
+    w.add_argument("--per-channel", dest="per_channel", action="store_true", default=True,
+                   help="INT8 weights with one scale per output channel (the default: it keeps more answers on real "
+                        "text at no cost; README, Accuracy)")
+    w.add_argument("--per-tensor", dest="per_channel", action="store_false",
+                   help="one weight scale per tensor: the seed's recipe (torch's default_dynamic_qconfig)")
     p.add_argument("--keep-fp32", default="", metavar="NAME[,NAME...]",
                    help="leave these nn.Linear layers in FP32 (module paths such as "
                         "bert.encoder.layer.3.output.dense, or globs such as '*.output.dense')")

@@ -38,7 +38,7 @@ from .compare import Comparator
 from .quantize import QuantConfig, quantize, trace_or_eager
 from .timing import measure_interleaved
 
-CPU_VARIANTS = ("fp32-cpu", "fp32-jit-cpu", "int8-eager-cpu", "int8-cpu", "int8-pc-cpu", "int8-emb-cpu",
+CPU_VARIANTS = ("fp32-cpu", "fp32-jit-cpu", "int8-eager-cpu", "int8-cpu", "int8-pt-cpu", "int8-pc-cpu", "int8-emb-cpu",
                 "int8-static-cpu", "bf16-cpu")
 GPU_VARIANTS = ("fp32-cuda", "fp16-cuda")
 PEERS = ("ort-fp32", "ort-int8", "ort-int8-opt", "torchao-int8")
@@ -46,7 +46,8 @@ VARIANTS = {
     "fp32-cpu": "the model as loaded (eager FP32)",
     "fp32-jit-cpu": "FP32 traced + frozen with TorchScript: how much of INT8's lead is TorchScript, not int8",
     "int8-eager-cpu": "dynamic INT8, eager",
-    "int8-cpu": "dynamic INT8, traced + frozen (what the app runs)",
+    "int8-cpu": "dynamic INT8, traced + frozen (what the app runs: per-channel weights unless --per-tensor)",
+    "int8-pt-cpu": "dynamic INT8, per-tensor weight scales, traced + frozen: the seed's recipe",
     "int8-pc-cpu": "dynamic INT8 with per-channel weight scales, traced + frozen",
     "int8-emb-cpu": "dynamic INT8 + 8-bit embeddings",
     "int8-static-cpu": "static INT8: PT2E + X86 Inductor quantizer, AOTInductor package (cached; --no-static skips)",
@@ -309,10 +310,15 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
             models["int8-emb-cpu"] = (maybe_trace(emb, "int8-emb-cpu"), "cpu")
         else:
             models["int8-emb-cpu"] = models["int8-cpu"]
-    if "int8-pc-cpu" in want and not quant.per_channel:
-        pc = quantize(fp32, replace(quant, per_channel=True, engine=comp.engine))
-        sizes["int8_pc"] = state_dict_mib(pc)
-        models["int8-pc-cpu"] = (maybe_trace(pc, "int8-pc-cpu"), "cpu")
+    for name, pc in (("int8-pc-cpu", True), ("int8-pt-cpu", False)):  # both weight recipes, one is int8-cpu itself
+        if name not in want:
+            continue
+        if quant.per_channel == pc:
+            models[name] = models["int8-cpu"]
+            continue
+        other = quantize(fp32, replace(quant, per_channel=pc, engine=comp.engine))
+        sizes["int8_pc" if pc else "int8_pt"] = state_dict_mib(other)
+        models[name] = (maybe_trace(other, name), "cpu")
     if quant.torchscript:
         if "int8-eager-cpu" in want:
             models["int8-eager-cpu"] = (comp.int8_eager, "cpu")

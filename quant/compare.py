@@ -74,6 +74,7 @@ class Comparison:
     runs_requested: int = 0
     runs_why: str = ""  # why fewer runs than requested, when so
     measured_at: float = 0.0  # time.time() when the timed runs ended
+    recipes: dict[str, str] = field(default_factory=dict)  # INT8 variant -> its recipe, for the cards
 
     def result(self, variant: str) -> VariantResult | None:
         return next((r for r in self.results if r.variant == variant), None)
@@ -99,6 +100,7 @@ class Comparison:
             "int8_agrees_with_fp32": self.int8_agrees,
             "notes": self.notes,
             "measured_at": round(self.measured_at, 3),
+            "recipes": self.recipes,
             "timing_s": {"model": round(self.model_s, 4), "compare": round(self.total_s, 4)},
         }
 
@@ -220,7 +222,7 @@ def compare(models: ModelSet, context: str, question: str, runs: int = 10, warmu
     return Comparison(models.model_id, context, question, results, dict(models.sizes_mib), choice.n, models.engine,
                       enc.n_windows, enc.n_tokens, runs, notes, model_s, time.perf_counter() - t_start,
                       threads_why=choice.why, runs_requested=requested_runs or runs, runs_why=runs_why,
-                      measured_at=time.time())
+                      measured_at=time.time(), recipes={v: r for v, r in models.recipes().items() if v in names})
 
 
 class Comparator(ModelSet):

@@ -1,9 +1,11 @@
 """Which INT8 should I ship? Every recipe side by side on a QA set, and the fastest that keeps the answers.
 
 Recipes (`RECIPES`), each measured alone and with the K most sensitive Linear
-layers kept in FP32, K found per recipe (the smallest K whose agreement meets
-the target, searched by doubling then bisection over tune.py's ranking; at most
-`max_keep`):
+layers kept in FP32, K found per recipe over tune.py's ranking (at most
+`max_keep`): for the recipe `tune` just stepped through, the first K of its steps
+that meets the target; for the others, a K that meets it found by doubling then
+bisection (agreement is noisy in K, so this K can be a few layers more than the
+smallest: `tune`'s one-at-a-time steps find that one for a dynamic recipe):
 
   dynamic-per-tensor   torch.ao quantize_dynamic, one weight scale per tensor (the seed's recipe), traced
   dynamic-per-channel  the same, one weight scale per output channel, traced
@@ -201,8 +203,10 @@ def find_k(score_k: Callable[[int], dict], target: float, limit: int) -> tuple[i
 
 def compare_recipes(models, qs, ranking: list[tuple[str, float]], target: float, *, recipes=RECIPES,
                     max_keep: int | None = None, runs: int = 10, log: Callable[[str], None] | None = None,
-                    progress: Callable[[str, int, int], None] | None = None) -> RecipeReport:
-    """Score and time every recipe alone and with its K; see the module docstring. `qs`: tune.QuestionSet."""
+                    progress: Callable[[str, int, int], None] | None = None,
+                    known_k: dict[str, int] | None = None) -> RecipeReport:
+    """Score and time every recipe alone and with its K; see the module docstring. `qs`: tune.QuestionSet.
+    known_k: recipe -> K already found (tune's steps), used instead of a search."""
     log = log or (lambda m: None)
     progress = progress or (lambda what, i, n: None)
     unknown = [r for r in recipes if r not in RECIPES]
@@ -220,7 +224,9 @@ def compare_recipes(models, qs, ranking: list[tuple[str, float]], target: float,
             unavailable[recipe] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
             continue
         candidates.append((recipe, [], alone))
-        if alone["agreement"] < target and limit > 0:
+        if (known_k or {}).get(recipe):
+            candidates.append((recipe, names[:known_k[recipe]], {}))
+        elif alone["agreement"] < target and limit > 0:
             k, _ = find_k(lambda k: _score(qs, b.scoring(names[:k])), target, limit)
             candidates.append((recipe, names[:k], {}))
         progress("recipes", i + 1, len(recipes))

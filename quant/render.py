@@ -38,6 +38,8 @@ CSS = """
 .qq-legend .qq-swatch {display: inline-block; width: 22px; height: 0; border-bottom: 3px solid; margin-right: 6px;
                        vertical-align: middle;}
 .qq-legend .qq-none {opacity: .75;}
+.qq-card h3 small {font-weight: normal; font-size: 12px; opacity: .8;}
+#sizes table td, #sizes table th {padding: 3px 8px;}
 %(lanes)s
 """
 
@@ -107,8 +109,9 @@ def in_sentence(context: str, start: int, end: int, width: int = 70) -> tuple[st
     return before, context[start:end], after
 
 
-def card_markdown(r: dict, label: str, context: str | None = None) -> str:
-    """A variant's card: its answer (quoted in its sentence when the passage is given), latency, confidence."""
+def card_markdown(r: dict, label: str, context: str | None = None, recipe: str = "") -> str:
+    """A variant's card: its recipe, its answer (quoted in its sentence when the passage is given), latency,
+    confidence."""
     if not r.get("available"):
         status = "Not ready yet" if r.get("pending") else "Not available"
         return f"### {label}\n\n**{status}** — {md_text(r.get('reason') or 'unknown reason')}"
@@ -120,9 +123,10 @@ def card_markdown(r: dict, label: str, context: str | None = None) -> str:
     else:
         answer = "#### no answer\n_the model finds no answer to this question in the passage_"
     lat = r["latency_ms"]
-    speed = f" · **{r['speedup']:.2f}×** FP32" if r.get("speedup") else ""
+    speed = f" · **{r['speedup']:.2f}×**" if r.get("speedup") else ""
+    label += f" <small>{md_text(recipe)}</small>" if recipe else ""
     return (f"### {label}\n{answer}\n\n"
-            f"**{lat['median']:.1f} ms median**{speed} · p90 {lat['p90']:.1f} ms  \n"
+            f"**{lat['median']:.1f} ms median**{speed} · p90 {lat['p90']:.1f}  \n"
             f"confidence {100 * r['score']:.1f}% · {lat['runs']} timed run{'s' if lat['runs'] != 1 else ''}")
 
 
@@ -143,8 +147,18 @@ def measurement_markdown(d: dict) -> str:
     parts = []
     shared = d.get("shared")
     if shared:
-        parts.append(f"**Measured {shared['age_s']:.0f} s ago for {shared['for']}** (same passage, question and "
-                     "options), not for you just now")
+        age = shared["age_s"]
+        when = "just now" if age < 1 else f"{age:.0f} s ago"
+        if shared["for"] == "you":
+            head = f"**Your earlier result, measured {when}** (same passage, question and options)"
+        elif shared["for"].startswith("the examples"):
+            head = f"**Measured {when} in the background**, before anyone clicked this example — not for you just now"
+        else:
+            head = (f"**Measured {when} for another visitor** who asked the same (same passage, question and options)"
+                    " — not for you just now")
+        if shared.get("joined"):
+            head += "; you waited for that measurement instead of starting your own"
+        parts.append(head)
     else:
         parts.append("Measured just now for you")
     done, asked = runs.get("done"), runs.get("requested")

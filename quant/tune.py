@@ -293,8 +293,11 @@ def run_tune(model_id: str, examples: list[Example], target_agreement: float, *,
         if recipes:
             from .recipes import compare_recipes
 
+            stepped = "dynamic-per-channel" if comp.quant.per_channel else "dynamic-per-tensor"  # what tune stepped
+            found = len(report.steps[-1].keep_fp32) - len(comp.quant.keep_fp32)
             rec = compare_recipes(comp, qs, report.ranking, target_agreement, recipes=recipes, max_keep=max_keep,
-                                  log=log, progress=progress)
+                                  log=log, progress=progress,
+                                  known_k={stepped: found} if report.target_met and found else None)
     finally:
         for b in bars.values():
             b.close()

@@ -248,6 +248,13 @@ class ModelSet:
 
     # ------------------------------------------------------------------ state
 
+    def recipes(self) -> dict[str, str]:
+        """variant -> the INT8 recipe it runs, for its card."""
+        keep = (self.manifest or {}).get("static_keep_fp32") or ()
+        return {"int8-cpu": self.quant.recipe,
+                "int8-static-cpu": "static, calibrated activations (PT2E)" +
+                                   (f", {len(keep)} Linear in FP32" if keep else "")}
+
     def static_building(self) -> bool:
         """True while the static INT8 package is being built in the background (it takes the cores)."""
         return self._static_thread is not None and self._static_thread.is_alive()

@@ -129,9 +129,11 @@ def minilm_dir(request) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm(minilm_dir):
-    from quant import Comparator
+    """MiniLM-QA with the seed's per-tensor INT8 (--per-tensor): the fidelity thresholds of test_inspect.py were
+    measured on it, and the remedies (per-channel, layers in FP32) are measured against it."""
+    from quant import Comparator, QuantConfig
 
-    return Comparator(str(minilm_dir), log=None)
+    return Comparator(str(minilm_dir), quant=QuantConfig(per_channel=False), log=None)
 
 
 @pytest.fixture(scope="session")
@@ -142,19 +144,26 @@ def trained(trained_model_dir):
 
 
 @pytest.fixture(scope="session")
-def app_url(trained_model_dir, tmp_path_factory):
-    """The app (all variants) launched in this process on a free port, as its tests need it."""
+def app_demo(trained_model_dir, tmp_path_factory):
+    """The app launched in this process on a free port, as its tests need it: `python app.py --no-static` (static
+    INT8 has tests of its own), examples measured in the background. Its scheduler is `demo.scheduler`."""
     import app as app_module
     from quant import Comparator
 
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio_tmp"))
-    variants = app_module.MAIN_VARIANTS + app_module.EXTRA_VARIANTS  # what `python app.py` serves (no --static)
+    variants = app_module.MAIN_VARIANTS + app_module.EXTRA_VARIANTS
     demo = app_module.build_demo(Comparator(str(trained_model_dir), variants=variants, log=None))
     demo.launch(prevent_thread_lock=True, **app_module.launch_kwargs(port=None))
     try:
-        yield demo.local_url
+        yield demo
     finally:
+        demo.scheduler.stop()
         demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_demo):
+    return app_demo.local_url
 
 
 @pytest.fixture(scope="session")

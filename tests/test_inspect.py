@@ -256,7 +256,7 @@ def test_minilm_keeping_least_precise_layers_raises_logits_sqnr(minilm):
             local.setdefault(x.name, []).append(x.sqnr_db)
     worst = sorted(local, key=lambda n: statistics.fmean(local[n]))[:5]
     assert all(n.endswith(("output.dense", "intermediate.dense")) for n in worst)  # the FFN, on this model
-    mixed = quantize(minilm.fp32_eager, QuantConfig(keep_fp32=worst))
+    mixed = quantize(minilm.fp32_eager, QuantConfig(keep_fp32=worst, per_channel=False))  # like the per-tensor base
     base, better = _logits_sqnr(minilm, minilm.int8_eager, exs), _logits_sqnr(minilm, mixed, exs)
     assert statistics.median(better) >= statistics.median(base) + 3.0
     assert min(better) >= min(base) + 3.0

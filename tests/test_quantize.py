@@ -232,7 +232,9 @@ def test_per_channel_weights(random_model_dir):
     q = quantize(model, QuantConfig(per_channel=True))
     w = q.bert.encoder.layer[0].intermediate.dense.weight()
     assert w.qscheme() == torch.per_channel_affine and w.q_per_channel_scales().numel() == 64
-    assert quantize(model).bert.encoder.layer[0].intermediate.dense.weight().qscheme() == torch.per_tensor_affine
+    seed = quantize(model, QuantConfig(per_channel=False))  # --per-tensor: the seed's recipe
+    assert seed.bert.encoder.layer[0].intermediate.dense.weight().qscheme() == torch.per_tensor_affine
+    assert quantize(model).bert.encoder.layer[0].intermediate.dense.weight().qscheme() == torch.per_channel_affine  # default
 
 
 def test_per_channel_weights_are_more_precise(trained_model_dir):
@@ -245,7 +247,7 @@ def test_per_channel_weights_are_more_precise(trained_model_dir):
     from quant.inspect import Inspector
 
     loaded = load_model(str(trained_model_dir))
-    pt = Inspector(loaded.model, quantize(loaded.model), loaded.tokenizer).weight_sqnr()
+    pt = Inspector(loaded.model, quantize(loaded.model, QuantConfig(per_channel=False)), loaded.tokenizer).weight_sqnr()
     pc = Inspector(loaded.model, quantize(loaded.model, QuantConfig(per_channel=True)), loaded.tokenizer).weight_sqnr()
     assert set(pt) == set(pc) and len(pt) == 13
     assert all(pc[n] >= pt[n] - 1.0 for n in pt), {n: (pt[n], pc[n]) for n in pt}

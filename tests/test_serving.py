@@ -223,3 +223,19 @@ def test_bad_input_never_waits_in_line(trained):
     with pytest.raises(InputError, match="empty"):
         svc.compare("  ", "Where?", 3, ("fp32-cpu",))
     assert svc.scheduler.counts == {"measured": 0, "joined": 0, "stored": 0, "refused": 0, "abandoned": 0}
+
+
+def test_a_room_clicking_the_same_request_gets_one_measurement(app_demo):
+    """Eight visitors send the same passage, question and options at once through the app: one measurement,
+    eight answers, seven of them saying they were shared (bench/audience.py, as a user runs it)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from audience import run_audience
+
+    before = dict(app_demo.scheduler.counts)
+    rep = run_audience(app_demo.local_url, 8, "same", runs=7, timeout=120)  # 7 runs: not an example's stored result
+    assert rep["answered"] == 8 and rep["refused"] == rep["failed"] == rep["wrong"] == 0, rep
+    assert app_demo.scheduler.counts["measured"] - before["measured"] == 1
+    assert rep["shared"]["count"] == 7 and rep["runs_done"] == {"7": 8}

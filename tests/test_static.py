@@ -187,3 +187,21 @@ def test_inspect_reports_the_static_row(static_comp):
     assert all(v is not None and v > 15.0 for v in st["logits_sqnr_db"].values()), st  # measured ~30 dB
     md = app_module.inspect_markdown(d)
     assert "INT8 static (PT2E)" in md and f"“{ex.answer}”" in md
+
+
+def test_a_background_build_serves_the_other_cards_at_once_and_says_so(trained_model_dir, tmp_path):
+    """`python app.py` builds static INT8 in the background: the other cards answer at once, the static card says
+    it is not ready, and latencies measured meanwhile say the compiler was taking the cores."""
+    comp = Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=None,
+                      static_cache=tmp_path, static="background")  # an empty cache: a cold build (~15 s here)
+    ex = tinymodels.held_out_examples(1, seed=38)[0]
+    assert comp.static_building() and comp.variant(STATIC_VARIANT).pending
+    c = comp.compare(ex.context, ex.question, runs=2)
+    s = c.result(STATIC_VARIANT).to_dict()
+    assert s["available"] is False and s["pending"] is True and "being built" in s["reason"]
+    assert c.result("int8-cpu").answer == ex.answer
+    assert any("compiled in the background during this measurement" in n for n in c.notes)
+    assert comp.wait_static(timeout=600)
+    after = comp.compare(ex.context, ex.question, runs=2)
+    assert after.result(STATIC_VARIANT).answer == ex.answer and not any("background" in n for n in after.notes)
+    assert "int8_static" in comp.sizes_mib

@@ -1,6 +1,6 @@
 """Where the time goes: FP32, dynamic INT8 and static INT8 per op class, and GEMM efficiency against the peak.
 
-    python bench/profile.py --model DIR [--seq-lens 64,160,384] [--runs 10] [--json]
+    python bench/op_profile.py --model DIR [--seq-lens 64,160,384] [--runs 10] [--json]
 
 1. Peak: the machine's FP32 and INT8 GEMM throughput, measured (not from a data
    sheet): FP32 `torch.nn.functional.linear`, INT8 the dynamic quantized Linear

@@ -1,0 +1,129 @@
+"""torch.ao.quantization and torch.jit.trace are deprecated: what replaces today's dynamic INT8, measured.
+
+    python bench/migration.py --speed-model <bert-base-shaped DIR> --accuracy-model <MiniLM-QA DIR> [--tokens 160]
+
+Rows: today's dynamic INT8 (torch.ao quantize_dynamic, per-tensor and per-channel,
+traced with torch.jit.trace) and its successors: torchao's dynamic INT8
+(Int8DynamicActivationInt8WeightConfig: per-token activations) under
+torch.compile, PT2E dynamic INT8 (X86 Inductor quantizer, is_dynamic=True,
+AOTInductor package) and PT2E static INT8 (static.py). Speed: median ms at
+`--tokens` on the speed model, every row interleaved with FP32 in one process.
+Faithfulness: on the accuracy model (real weights), the median logits SQNR over
+the built-in real-text set's questions and the share of them answered with
+FP32's span. Each row also says how long it takes to make.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ROWS = ("ao-dynamic-per-tensor", "ao-dynamic-per-channel", "torchao-per-token-compiled", "pt2e-dynamic", "pt2e-static")
+WHAT = {
+    "ao-dynamic-per-tensor": "torch.ao quantize_dynamic, per-tensor + jit.trace (the seed's)",
+    "ao-dynamic-per-channel": "torch.ao quantize_dynamic, per-channel + jit.trace",
+    "torchao-per-token-compiled": "torchao Int8DynamicActivationInt8WeightConfig + torch.compile",
+    "pt2e-dynamic": "PT2E X86 Inductor quantizer, dynamic + AOTInductor",
+    "pt2e-static": "PT2E X86 Inductor quantizer, static (calibrated) + AOTInductor",
+}
+
+
+def build(row: str, comp, log):
+    """(runnable model, seconds to make it)."""
+    import torch
+
+    from quant import QuantConfig, quantize
+    from quant.quantize import trace_or_eager
+    from quant.static import build_static
+
+    t0 = time.perf_counter()
+    fp32 = comp.fp32_eager
+    if row.startswith("ao-dynamic"):
+        m = trace_or_eager(quantize(fp32, QuantConfig(per_channel=row.endswith("channel"))), comp.probes())[0]
+    elif row == "torchao-per-token-compiled":
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        m = copy.deepcopy(fp32).eval()
+        quantize_(m, Int8DynamicActivationInt8WeightConfig())
+        m = torch.compile(m, dynamic=True)
+        with torch.inference_mode():
+            m(**comp.probes()[0])
+            m(**comp.probes()[1])
+    else:
+        m = build_static(fp32, comp.tokenizer, max_length=comp.max_length, dynamic=row == "pt2e-dynamic", log=log,
+                         source_id=comp.model_id)
+    return m, time.perf_counter() - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--speed-model", required=True)
+    ap.add_argument("--accuracy-model", required=True)
+    ap.add_argument("--tokens", type=int, default=160)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--questions", type=int, default=240)
+    a = ap.parse_args(argv)
+    from quant.threads import apply_policy
+
+    apply_policy("auto")
+    warnings.simplefilter("ignore")
+    import torch
+
+    from quant import Comparator
+    from quant.bench import synthetic_inputs
+    from quant.env import cpu_name
+    from quant.evaluate import BUILTIN, load_squad
+    from quant.metrics import noise_ratio, ratio_db
+    from quant.timing import measure_interleaved
+    from quant.tune import QuestionSet
+
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    out: dict[str, dict] = {r: {} for r in ROWS}
+    # faithfulness, on real weights
+    acc = Comparator(a.accuracy_model, variants=("fp32-cpu",), log=None)
+    qs = QuestionSet(acc, load_squad(BUILTIN, limit=a.questions))
+    for row in ROWS:
+        m, _ = build(row, acc, log)
+        s = qs.score(m)
+        out[row].update(agreement=s["agreement"], sqnr_median=statistics.median(ratio_db(n) for n in s["noise"]),
+                        sqnr_mean_noise=ratio_db(statistics.fmean(s["noise"])))
+        log(f"[migration] {row}: agreement {s['agreement']:.1f}%")
+        del m
+    # speed, on the bert-base shape
+    comp = Comparator(a.speed_model, variants=("fp32-cpu",), log=None)
+    cfg = comp.fp32_eager.config
+    x = synthetic_inputs(cfg.vocab_size, a.tokens, comp.tokenizer.cls_token_id or 0, comp.tokenizer.sep_token_id or 0)
+    fns = {"fp32": (lambda: comp.fp32_eager(**x), None)}
+    for row in ROWS:
+        m, secs = build(row, comp, log)
+        out[row]["make_s"] = secs
+        fns[row] = (lambda m=m: m(**x), None)
+    timed = measure_interleaved(fns, runs=a.runs, warmup=3)
+    fp32_ms = timed["fp32"][0].median
+    with torch.inference_mode():
+        ref = comp.fp32_eager(**x)
+    for row in ROWS:
+        out[row]["ms"] = timed[row][0].median
+        got = timed[row][1]
+        out[row]["sqnr_bert_base"] = ratio_db(noise_ratio(torch.cat([ref.start_logits, ref.end_logits], -1),
+                                                          torch.cat([got.start_logits, got.end_logits], -1)))
+    print(f"cpu: {cpu_name()} | threads {torch.get_num_threads()} | speed: {a.speed_model} @{a.tokens} tokens "
+          f"(FP32 {fp32_ms:.1f} ms) | faithfulness: {a.accuracy_model} on {len(qs)} real-text questions\n")
+    print(f"{'row':<28} {'ms':>7} {'x FP32':>7} {'make s':>7} {'agree %':>8} {'SQNR med':>9}  what")
+    for row in ROWS:
+        r = out[row]
+        print(f"{row:<28} {r['ms']:7.1f} {fp32_ms / r['ms']:6.2f}x {r['make_s']:7.1f} {r['agreement']:8.1f} "
+              f"{r['sqnr_median']:9.1f}  {WHAT[row]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
