@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -118,29 +117,17 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds a visitor waits at most")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    if not (a.model or a.url) or (a.model and a.url):
-        ap.error("give --model (start a server) or --url (use one)")
     if not 1 <= a.clients <= 256:
         ap.error("--clients must be 1-256")
-    proc = None
-    if a.model:
-        from load import free_port, start_server
+    from load import server_for, stop
 
-        port = free_port()
-        proc = start_server(a.model, port, a.app_args.split())
-        url = f"http://127.0.0.1:{port}/"
-        time.sleep(a.settle)
-    else:
-        host = urlparse(a.url).hostname or ""
-        if not (host == "localhost" or host.startswith("127.") or host == "::1"):
-            ap.error("the audience only targets this machine (127.0.0.0/8, localhost, ::1)")
-        url = a.url
+    url, proc = server_for(ap, a.model, a.url, a.app_args.split())
     try:
+        if proc:
+            time.sleep(a.settle)
         report = run_audience(url, a.clients, a.scenario, a.runs, a.timeout)
     finally:
-        if proc:
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop(proc)
     if a.json:
         print(json.dumps(report))
     else:

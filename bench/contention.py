@@ -45,7 +45,8 @@ import torch
 from quant import Comparator
 threads = int(os.environ.get("QUANTQA_BENCH_THREADS", "0")) or None
 variant = sys.argv[6]
-comp = Comparator(sys.argv[2], threads=threads, variants=(variant,), log=None)
+from quant import QuantConfig
+comp = Comparator(sys.argv[2], threads=threads, variants=(variant,), log=None, quant=QuantConfig(engine=sys.argv[7]))
 tok = comp.tokenizer
 n = int(sys.argv[3]); runs = int(sys.argv[4]); k = int(sys.argv[5])
 g = torch.Generator().manual_seed(0)
@@ -85,13 +86,13 @@ print(json.dumps({"threads": torch.get_num_threads(), "policy": policy.describe(
 
 
 def run_policy(name: str, model: str, tokens: int, runs: int, competitors: int, pin: int | None = None,
-               variant: str = "int8-cpu") -> dict:
+               variant: str = "int8-cpu", engine: str = "onednn") -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOMP_", "OMP_", "QUANTQA_THREAD"))}
     env.update(POLICIES[name])
     if pin is not None:
         env["QUANTQA_BENCH_PIN"] = str(pin)
     p = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), model, str(tokens), str(runs), str(competitors),
-                        variant],
+                        variant, engine],
                        capture_output=True, text=True, env=env, timeout=1800)
     if p.returncode != 0:
         raise RuntimeError(f"{name}: {p.stderr.strip().splitlines()[-1:]}")
@@ -105,6 +106,9 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="timed runs per phase (two quiet and two busy phases)")
     ap.add_argument("--competitors", type=int, default=1, help="busy-loop processes during the busy phases")
     ap.add_argument("--variant", default="int8-cpu", help="the variant to time: fp32-cpu, int8-cpu, int8-static-cpu")
+    ap.add_argument("--engine", default=None, choices=("x86", "fbgemm", "onednn"),
+                    help="quantized engine for every policy's process (default: chosen once here, as the app would: "
+                         "each process choosing its own would compare different INT8 kernels, not policies)")
     ap.add_argument("--pin", type=int, default=None, metavar="CORE",
                     help="pin the competitors to this core (a neighbour that holds one core, the worst case)")
     ap.add_argument("--policies", default=",".join(POLICIES), help=f"comma-separated: {', '.join(POLICIES)}")
@@ -117,10 +121,16 @@ def main(argv=None) -> int:
     bad = [p for p in names if p not in POLICIES]
     if bad:
         ap.error(f"unknown policy {', '.join(bad)}; choose from {', '.join(POLICIES)}")
+    engine = a.engine
+    if engine is None:
+        sys.path.insert(0, str(ROOT))
+        from quant.quantize import choose_engine
+
+        engine = choose_engine().engine
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for rep in range(a.repeat):
         for name in names:
-            r = run_policy(name, a.model, a.tokens, a.runs, a.competitors, a.pin, a.variant)
+            r = run_policy(name, a.model, a.tokens, a.runs, a.competitors, a.pin, a.variant, engine)
             runs[name].append(r)
             print(f"[contention] {name} ({rep + 1}/{a.repeat}): quiet {r['quiet']:.1f} ms, busy "
                   f"{r['contended']:.1f} ms", file=sys.stderr, flush=True)
@@ -137,7 +147,7 @@ def main(argv=None) -> int:
                           "pin": a.pin, "rows": rows}))
         return 0
     pinned = f", pinned to core {a.pin}" if a.pin is not None else ""
-    print(f"{a.variant}, {a.tokens} tokens, {a.competitors} busy competitor(s){pinned} in the busy phases; medians of "
+    print(f"{a.variant} (quantized engine {engine} in every process), {a.tokens} tokens, {a.competitors} busy competitor(s){pinned} in the busy phases; medians of "
           f"{2 * a.runs} runs per cell" + (f", then the median over {a.repeat} alternating repeats" if a.repeat > 1
                                           else "") + "\n")
     print(f"{'policy':<10} {'threads quiet/busy':>18} {'quiet ms':>9} {'busy ms':>9} {'busy/quiet':>11} "

@@ -69,6 +69,29 @@ def start_server(model: str, port: int, args=()) -> subprocess.Popen:
     raise SystemExit("the app did not start")
 
 
+def is_loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def server_for(ap, model: str | None, url: str | None, app_args=()) -> tuple[str, subprocess.Popen | None]:
+    """(url, process): a fresh `python app.py --model MODEL` on a free port, or the loopback `url` given."""
+    if not (model or url) or (model and url):
+        ap.error("give --model (start a server) or --url (use one)")
+    if model:
+        port = free_port()
+        return f"http://127.0.0.1:{port}/", start_server(model, port, app_args)
+    if not is_loopback(url):
+        ap.error("this only targets this machine (127.0.0.0/8, localhost, ::1)")
+    return url, None
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def classify(exc: BaseException) -> str:
     msg = str(exc).lower()
     return "refused" if "queue is full" in msg or "too many" in msg else "failed"
@@ -140,29 +163,17 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    if not (a.model or a.url) or (a.model and a.url):
-        ap.error("give --model (start a server) or --url (use one)")
     if not 1 <= a.clients <= 256 or not 1 <= a.requests <= 100:
         ap.error("--clients must be 1-256 and --requests 1-100")
-    proc = None
-    if a.model:
-        port = free_port()
-        proc = start_server(a.model, port)
-        url, pid = f"http://127.0.0.1:{port}/", proc.pid
-    else:
-        host = urlparse(a.url).hostname or ""
-        if not (host == "localhost" or host.startswith("127.") or host == "::1"):
-            ap.error("the load test only targets this machine (127.0.0.0/8, localhost, ::1)")
-        url, pid = a.url, a.pid
+    url, proc = server_for(ap, a.model, a.url)
+    pid = proc.pid if proc else a.pid
     try:
         before = rss_mib(pid) if pid else None
         report = run_load(url, a.clients, a.requests, a.runs, a.timeout)
         report["server_rss_mib"] = {"before": None if before is None else round(before, 1),
                                     "after": None if pid is None or rss_mib(pid) is None else round(rss_mib(pid), 1)}
     finally:
-        if proc:
-            proc.terminate()
-            proc.wait(timeout=30)
+        stop(proc)
     if a.json:
         print(json.dumps(report))
     else:

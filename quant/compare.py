@@ -165,11 +165,13 @@ def predict(models: ModelSet, context: str, question: str, variants=None) -> dic
 
 def compare(models: ModelSet, context: str, question: str, runs: int = 10, warmup: int = 1, variants=None,
             progress: Callable[[float, str], None] | None = None, threads: ThreadChoice | None = None,
-            runs_why: str = "", requested_runs: int | None = None) -> Comparison:
+            runs_why: str = "", requested_runs: int | None = None,
+            keep_going: Callable[[int], str | None] | None = None) -> Comparison:
     """Answer with every variant and time it. Raises `InputError` for bad input.
 
     threads: the thread count to time with (default: chosen now for the machine as it is, threads.py).
     requested_runs / runs_why: when a scheduler gave this request fewer runs than asked (serving.py).
+    keep_going(runs_done): asked after each round; a reason (text) stops the timing there, and says why.
     """
     t_start = time.perf_counter()
     context, question, runs = check_inputs(context, question, runs)
@@ -191,8 +193,17 @@ def compare(models: ModelSet, context: str, question: str, runs: int = 10, warmu
     choice = threads or choose_threads(models.threads, models.threads_fixed)
     building = models.static_building()
     t_model = time.perf_counter()
+    stopped: list[str] = []
+
+    def stop(done: int) -> bool:
+        why = keep_going(done) if keep_going else None
+        if why:
+            stopped.append(f"stopped after {done} of {runs} runs: {why}")
+        return bool(why)
+
     with choice.applied() as watch:
-        timed = measure_interleaved(fns, runs=runs, warmup=warmup, on_step=on_step) if fns else {}
+        timed = measure_interleaved(fns, runs=runs, warmup=warmup, on_step=on_step, stop=stop) if fns else {}
+    runs_done = min((st.runs for st, _, err in timed.values() if st is not None), default=runs)
     model_s = time.perf_counter() - t_model
     if building or models.static_building():
         notes.append("Static INT8 was being compiled in the background during this measurement: every latency here "
@@ -220,8 +231,9 @@ def compare(models: ModelSet, context: str, question: str, runs: int = 10, warmu
         if base and r.latency:
             r.speedup = base.latency.median / r.latency.median
     return Comparison(models.model_id, context, question, results, dict(models.sizes_mib), choice.n, models.engine,
-                      enc.n_windows, enc.n_tokens, runs, notes, model_s, time.perf_counter() - t_start,
-                      threads_why=choice.why, runs_requested=requested_runs or runs, runs_why=runs_why,
+                      enc.n_windows, enc.n_tokens, runs_done, notes, model_s, time.perf_counter() - t_start,
+                      threads_why=choice.why, runs_requested=requested_runs or runs,
+                      runs_why=stopped[0] if stopped else runs_why,
                       measured_at=time.time(), recipes={v: r for v, r in models.recipes().items() if v in names})
 
 

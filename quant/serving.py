@@ -17,10 +17,11 @@ them in parallel would make every number wrong. So (`Scheduler`):
   used dropped; each is one comparison dict, a few KB plus the passage, itself
   at most 10,000 characters), and the line holds at most what the admission
   rule below lets in (hard cap `MAX_LINE`).
-* **Under load, fewer runs, said aloud**: when a measurement starts, its runs are
-  the most (up to what was asked) with which everything in line would be done
-  within `MAX_WAIT_S`, never fewer than `MIN_RUNS`; the result says how many
-  runs it got and why.
+* **Under load, fewer runs, said aloud**: when a measurement starts, and again
+  after each of its rounds, its runs are the most (up to what was asked) with
+  which everyone in line is served within `MAX_WAIT_S` of their own arrival
+  (time already waited counts), never fewer than `MIN_RUNS`; the result says how
+  many runs it got and why.
 * **Admission**: a request that would wait (for everything ahead, at `MIN_RUNS`)
   more than `MAX_LINE_WAIT_S` before it starts, or that finds `max_line` requests
   in line, is refused at once with an estimate of when to retry (`Busy.retry_s`).
@@ -83,10 +84,11 @@ class CostModel:
 
 @dataclass
 class Job:
-    """One measurement: `run(runs, why, check)` returns its result dict; `check()` raises Abandoned when asked."""
+    """One measurement: `run(runs, why, check, keep_going)` returns its result dict. `check()` raises Abandoned when
+    a visitor needs the line; `keep_going(runs_done)` gives a reason to stop timing early, or None."""
 
     key: Any
-    run: Callable[[int, str, Callable[[], None]], dict]
+    run: Callable[..., dict]
     runs: int  # as asked
     warmup: int = 1
     units: int = 0  # token-windows, for the cost estimate
@@ -98,6 +100,7 @@ class Job:
     result: dict | None = None
     error: BaseException | None = None
     joined: int = 0  # other requests waiting on this one
+    arrived: float = 0.0  # when it joined the line (the scheduler's clock)
 
     def __post_init__(self):
         self.started_in_background = self.background
@@ -189,22 +192,32 @@ class Scheduler:
                 mine, owner = twin, False
             else:
                 self._admit(job)
+                job.arrived = self.clock()
                 self._line.append(job)
                 self._by_key[job.key] = job
                 mine, owner = job, True
             self._cv.notify_all()
-            while not mine.done.is_set():
-                if owner and self._running is None and self._line[0] is mine:
-                    break
-                if on_wait is not None:
-                    pos = self._line.index(mine) + (0 if mine is self._running else 1) if mine in self._line else 0
-                    eta = self.line_seconds(mine)
-                    self._cv.release()
-                    try:
-                        on_wait(pos, eta)
-                    finally:
-                        self._cv.acquire()
-                self._cv.wait(0.5)
+            try:
+                while not mine.done.is_set():
+                    if owner and self._running is None and self._line[0] is mine:
+                        break
+                    if on_wait is not None:
+                        pos = self._line.index(mine) + (0 if mine is self._running else 1) if mine in self._line else 0
+                        eta = self.line_seconds(mine)
+                        self._cv.release()
+                        try:
+                            on_wait(pos, eta)
+                        finally:
+                            self._cv.acquire()
+                    self._cv.wait(0.5)
+            except BaseException as exc:  # the waiting visitor went away (or on_wait failed): never block the line
+                if owner and mine is not self._running and not mine.done.is_set():
+                    self._line.remove(mine)
+                    self._by_key.pop(mine.key, None)
+                    mine.error = exc
+                    mine.done.set()
+                    self._cv.notify_all()
+                raise
             if owner and not mine.done.is_set():
                 self._running, self._running_since = mine, self.clock()
                 runs, why = self._runs_for(mine)
@@ -228,19 +241,34 @@ class Scheduler:
                        f"Please try again in about {retry:.0f} s.", retry)
 
     def _runs_for(self, job: Job) -> tuple[int, str]:
-        """The most runs (up to what was asked) with which everything in line ends within MAX_WAIT_S."""
-        others = [j for j in self._line if j is not job]
+        """The most runs (up to what was asked) with which everyone in line is served within MAX_WAIT_S of their
+        own arrival (their time already waited counts), never fewer than MIN_RUNS."""
+        now = self.clock()
+        line = [job] + [j for j in self._line if j is not job]
         floor = min(job.runs, self.min_runs)
-        for r in range(job.runs, floor - 1, -1):
-            total = job.estimate(self.cost, r) + sum(j.estimate(self.cost, r) for j in others)
-            if total <= self.max_wait_s:
-                break
-        else:
-            r = floor
+
+        def fits(r: int) -> bool:
+            done_at = now
+            for j in line:
+                done_at += j.estimate(self.cost, r)
+                if not j.background and done_at - (j.arrived or now) > self.max_wait_s:
+                    return False
+            return True
+
+        r = next((r for r in range(job.runs, floor - 1, -1) if fits(r)), floor)
         if r == job.runs:
             return r, ""
-        return r, (f"{len(self._line)} measurements were in line; {r} runs each keep the last one's wait near "
-                   f"{self.max_wait_s:.0f} s (at least {self.min_runs})")
+        return r, (f"{len(self._line)} measurement{'s' if len(self._line) != 1 else ''} in line; {r} runs each keep "
+                   f"every wait near {self.max_wait_s:.0f} s (at least {self.min_runs})")
+
+    def _keep_going(self, job: Job) -> Callable[[int], str | None]:
+        """Re-decided after every round: with the line as it is now, are `done` runs enough? Visitors reach the
+        line over seconds, so a measurement that started with a short line stops early once a long one formed."""
+        def keep_going(done: int) -> str | None:
+            with self._cv:
+                r, why = self._runs_for(job)
+            return why if why and done >= r else None
+        return keep_going
 
     def _check(self, job: Job) -> Callable[[], None]:
         def check() -> None:
@@ -251,7 +279,7 @@ class Scheduler:
     def _measure(self, job: Job, runs: int, why: str) -> None:
         t0 = self.clock()
         try:
-            job.result = job.run(runs, why, self._check(job))
+            job.result = job.run(runs, why, self._check(job), self._keep_going(job))
         except BaseException as exc:  # InputError, Abandoned, a failure: the waiters get it too
             job.error = exc
         with self._cv:
@@ -261,7 +289,7 @@ class Scheduler:
             self.last_busy = self.clock()
             if job.error is None:
                 self.counts["measured"] += 1
-                rounds = runs + job.warmup
+                rounds = ((job.result.get("runs") or {}).get("done") or runs) + job.warmup
                 self.cost.observe(job.units, max(0.0, (job.result.get("timing_s", {}).get("model") or
                                                        (self.clock() - t0))) / rounds)
                 if job.store:
@@ -281,7 +309,7 @@ class Scheduler:
         box: dict[str, Any] = {}
         units = max(1, int(estimate_s / self.cost.per_unit_s))
 
-        def run(_runs, _why, check):
+        def run(_runs, _why, check, _keep_going):
             box["value"] = fn(check)
             return {}
 
@@ -351,14 +379,14 @@ class CompareService:
         variants = tuple(variants)
         runnable = sum(self.models.variant(v).model is not None for v in variants if v in self.models.variant_names)
 
-        def run(r: int, why: str, check: Callable[[], None]) -> dict:
+        def run(r: int, why: str, check: Callable[[], None], keep_going=None) -> dict:
             def step(f: float, desc: str) -> None:
                 check()
                 if progress:
                     progress(f, desc)
 
             c = compare(self.models, context, question, runs=r, warmup=self.warmup, variants=variants, progress=step,
-                        runs_why=why, requested_runs=runs)
+                        runs_why=why, requested_runs=runs, keep_going=keep_going)
             d = c.to_dict()
             d["context"], d["question"] = c.context, c.question  # the passage as answered: offsets index into it
             return d

@@ -331,7 +331,7 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
             t0 = time.perf_counter()
             torch._inductor.aoti_compile_and_package(ep2, package_path=str(tmp),
                                                      inductor_configs={"freezing": True, "max_autotune": False})
-            log(f"[quantqa] int8-static-cpu: compiled in {time.perf_counter() - t0:.0f} s; checking parity ...")
+            log(f"[quantqa] {what}: compiled in {time.perf_counter() - t0:.0f} s; checking parity ...")
         except StaticUnavailable:
             raise
         except Exception as exc:

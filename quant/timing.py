@@ -82,7 +82,8 @@ def measure(fn: Callable[[], Any], runs: int = 10, warmup: int = 1, device=None,
 
 def measure_interleaved(fns: dict[str, tuple[Callable[[], Any], Any]], runs: int = 10, warmup: int = 1,
                         on_step: Callable[[int, int], None] | None = None, settle_s: dict[str, float] | None = None,
-                        seed: int = 0) -> dict[str, tuple[LatencyStats | None, Any, BaseException | None]]:
+                        seed: int = 0, stop: Callable[[int], Any] | None = None
+                        ) -> dict[str, tuple[LatencyStats | None, Any, BaseException | None]]:
     """Time several callables fairly on a noisy machine: round-robin, in a new order every round.
 
     fns: name -> (fn, device). Each gets `warmup` untimed calls, then `runs` timed
@@ -93,6 +94,8 @@ def measure_interleaved(fns: dict[str, tuple[Callable[[], Any], Any]], runs: int
     settle_s: name -> seconds to sleep after each of that callable's calls, outside
     the clock (ONNX Runtime's threads spin for tens of ms after each run).
     A callable that raises is dropped from the rotation and its error returned.
+    stop(rounds_done): asked after each complete round; a true answer ends the timing there (every
+    variant then has the same number of runs, fewer than `runs`).
     Returns name -> (stats or None, last output or None, error or None).
     """
     import random
@@ -136,5 +139,7 @@ def measure_interleaved(fns: dict[str, tuple[Callable[[], Any], Any]], runs: int
                 step += 1
                 if on_step:
                     on_step(step, total)
+            if stop is not None and r + 1 < runs and stop(r + 1):
+                break
     return {n: (None if n in errors or not samples[n] else LatencyStats.from_samples(samples[n]),
                 None if n in errors else outs.get(n), errors.get(n)) for n in names}

