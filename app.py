@@ -273,7 +273,7 @@ def compare_tab(demo: gr.Blocks, comparator: Comparator, service: CompareService
     result = gr.JSON(visible=False)
     gr.on([button.click, question.submit], compare, [passage, question, runs, extra], result,
           api_name="compare", concurrency_limit=MAX_LINE, concurrency_id="compare",  # every visitor reaches the line
-          show_progress="full"
+          show_progress="full", show_progress_on=card_outputs[1::2],  # place in line, then progress, on the cards
           ).success(render, result, card_outputs + [agreement, marked, measured, chart, size_panel],
                     api_visibility="private", queue=False)
     if STATIC_VARIANT in main_variants:
@@ -322,7 +322,7 @@ def inspect_tab(comparator: Comparator, scheduler: Scheduler, passage, question)
                          interactive=False, elem_id="mixed-table")
     out = gr.JSON(visible=False)
     button.click(inspect, [passage, question, keep], out, api_name="inspect", concurrency_limit=4,
-                 concurrency_id="inspect", show_progress="full"
+                 concurrency_id="inspect", show_progress="full", show_progress_on=[heat, depth, tokens],
                  ).success(render, out, [summary, heat, depth, tokens, mixed], api_visibility="private", queue=False)
 
 

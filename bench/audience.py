@@ -22,13 +22,14 @@ import collections
 import json
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from load import crowd, print_report, server_for, stop  # noqa: E402
 
 from quant.timing import percentile  # noqa: E402
 
@@ -45,44 +46,13 @@ def requests_for(scenario: str, clients: int) -> list[tuple[str, str]]:
 
 
 def run_audience(url: str, clients: int, scenario: str, runs: int, timeout: float) -> dict:
-    from gradio_client import Client
-
     asks = requests_for(scenario, clients)
-    results: list[tuple[str, float, dict | str]] = []
-    lock = threading.Lock()
-    start = threading.Barrier(clients)
 
-    def visitor(i: int) -> None:
-        try:
-            client = Client(url, verbose=False)
-        except Exception as exc:
-            with lock:
-                results.append(("failed", 0.0, f"connect: {exc}"))
-            start.abort()
-            return
-        try:
-            start.wait(timeout=180)
-        except threading.BrokenBarrierError:
-            pass
-        t0 = time.perf_counter()
-        try:
-            d = client.submit(*asks[i], runs, False, api_name="/compare").result(timeout=timeout)
-            outcome = "answered" if d.get("context", "").strip() == asks[i][0].strip() else "wrong"
-            info: dict | str = d
-        except Exception as exc:
-            msg = str(exc)
-            outcome = "refused" if "queue is full" in msg.lower() else "failed"
-            info = msg[:160]
-        with lock:
-            results.append((outcome, time.perf_counter() - t0, info))
+    def call(i: int, client) -> tuple[str, dict]:
+        d = client.submit(*asks[i], runs, False, api_name="/compare").result(timeout=timeout)
+        return ("answered" if d.get("context", "").strip() == asks[i][0].strip() else "wrong"), d
 
-    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(clients)]
-    t_all = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - t_all
+    results, wall = crowd(url, clients, 1, call)
     answered = [r for r in results if r[0] == "answered"]
     waits = sorted(r[1] for r in answered)
     shared = [r[2].get("shared") for r in answered if isinstance(r[2], dict) and r[2].get("shared")]
@@ -119,7 +89,6 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if not 1 <= a.clients <= 256:
         ap.error("--clients must be 1-256")
-    from load import server_for, stop
 
     url, proc = server_for(ap, a.model, a.url, a.app_args.split())
     try:
@@ -128,12 +97,7 @@ def main(argv=None) -> int:
         report = run_audience(url, a.clients, a.scenario, a.runs, a.timeout)
     finally:
         stop(proc)
-    if a.json:
-        print(json.dumps(report))
-    else:
-        for k, v in report.items():
-            print(f"{k:>18}: {v}")
-    return 0 if report["failed"] == 0 and report["wrong"] == 0 else 1
+    return print_report(report, a.json)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,46 +98,55 @@ def classify(exc: BaseException) -> str:
     return "refused" if "queue is full" in msg or "too many" in msg else "failed"
 
 
-def run_load(url: str, clients: int, requests: int, runs: int, timeout: float) -> dict:
+def crowd(url: str, clients: int, calls: int, call, barrier_s: float = 180) -> tuple[list[tuple], float]:
+    """`clients` visitors connect, then at the same moment (a barrier) each makes `calls` calls:
+    `call(i, client)` -> (outcome, info); an exception is classified (refused / failed). Returns the
+    (outcome, seconds, info) of every call and the wall time."""
     from gradio_client import Client
 
-    results: list[tuple[str, float, str]] = []
+    results: list[tuple[str, float, Any]] = []
     lock = threading.Lock()
     start = threading.Barrier(clients)
 
-    def worker(i: int) -> None:
+    def visitor(i: int) -> None:
         try:
             client = Client(url, verbose=False)
         except Exception as exc:
             with lock:
-                results.extend([("failed", 0.0, f"connect: {exc}")] * requests)
+                results.extend([("failed", 0.0, f"connect: {exc}")] * calls)
             start.abort()
             return
         try:
-            start.wait(timeout=120)
+            start.wait(timeout=barrier_s)
         except threading.BrokenBarrierError:
             pass
-        for _ in range(requests):
+        for _ in range(calls):
             t0 = time.perf_counter()
             try:
-                job = client.submit(PASSAGE.format(year=year_for(i)), QUESTION, runs, False, api_name="/compare")
-                d = job.result(timeout=timeout)
-                mine = d["context"] == PASSAGE.format(year=year_for(i))
-                answer = d["results"][1]["answer"]
-                outcome = "answered" if mine else "wrong"
-                note = "own answer" if answer == year_for(i) else f"answer {answer!r} (model's own)"
+                outcome, info = call(i, client)
             except Exception as exc:  # queue full, timeout, server error
-                outcome, note = classify(exc), str(exc)[:120]
+                outcome, info = classify(exc), str(exc)[:160]
             with lock:
-                results.append((outcome, time.perf_counter() - t0, note))
+                results.append((outcome, time.perf_counter() - t0, info))
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - t0
+    return results, time.perf_counter() - t0
+
+
+def run_load(url: str, clients: int, requests: int, runs: int, timeout: float) -> dict:
+    def call(i: int, client) -> tuple[str, str]:
+        d = client.submit(PASSAGE.format(year=year_for(i)), QUESTION, runs, False, api_name="/compare").result(
+            timeout=timeout)
+        answer = d["results"][1]["answer"]
+        return ("answered" if d["context"] == PASSAGE.format(year=year_for(i)) else "wrong",
+                "own answer" if answer == year_for(i) else f"answer {answer!r} (model's own)")
+
+    results, wall = crowd(url, clients, requests, call, barrier_s=120)
     answered = [r for r in results if r[0] == "answered"]
     secs = sorted(r[1] for r in answered)
     answers = dict(collections.Counter(r[2] for r in answered))
@@ -150,6 +160,16 @@ def run_load(url: str, clients: int, requests: int, runs: int, timeout: float) -
         "wall_s": round(wall, 2), "answers": answers,
         "errors": sorted({r[2] for r in results if r[0] != "answered"})[:5],
     }
+
+
+def print_report(report: dict, as_json: bool) -> int:
+    """Print a load / audience report (one JSON line, or a key per line); exit status 1 if any call failed."""
+    if as_json:
+        print(json.dumps(report))
+    else:
+        for k, v in report.items():
+            print(f"{k:>20}: {v}")
+    return 0 if report["failed"] == 0 and report["wrong"] == 0 else 1
 
 
 def main(argv=None) -> int:
@@ -174,12 +194,7 @@ def main(argv=None) -> int:
                                     "after": None if pid is None or rss_mib(pid) is None else round(rss_mib(pid), 1)}
     finally:
         stop(proc)
-    if a.json:
-        print(json.dumps(report))
-    else:
-        for k, v in report.items():
-            print(f"{k:>20}: {v}")
-    return 0 if report["failed"] == 0 and report["wrong"] == 0 else 1
+    return print_report(report, a.json)
 
 
 if __name__ == "__main__":

@@ -174,7 +174,8 @@ class Scheduler:
     def get(self, job: Job, on_wait: Callable[[int, float], None] | None = None) -> dict:
         """`job`'s result: stored (fresh), from its twin being measured, or measured now in turn.
 
-        on_wait(position, eta_s) is called about twice a second while waiting (position 1 = next).
+        on_wait(ahead, eta_s) is called about twice a second while waiting: the measurements ahead of this one, the
+        running one included (0: this one, or its twin, is being measured), and the seconds until it starts.
         Raises Busy when the line is too long, or what the measurement raised.
         """
         with self._cv:
@@ -202,7 +203,7 @@ class Scheduler:
                     if owner and self._running is None and self._line[0] is mine:
                         break
                     if on_wait is not None:
-                        pos = self._line.index(mine) + (0 if mine is self._running else 1) if mine in self._line else 0
+                        pos = self._line.index(mine) if mine in self._line else 0  # measurements ahead, the running one too
                         eta = self.line_seconds(mine)
                         self._cv.release()
                         try:

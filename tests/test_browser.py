@@ -140,6 +140,39 @@ def test_highlight_reads_as_running_text(page):
     assert geo["afterChar"] == "." and geo["gapAfter"] < 6, geo  # no space before the full stop
 
 
+def test_a_waiting_visitor_sees_their_place_in_line_and_the_wait(page, app_demo):
+    """While another measurement holds the line, the cards show 'In line: 1 measurement before yours · about N s';
+    once it ends, this visitor's result arrives."""
+    import re
+    import threading
+
+    release, holding = threading.Event(), threading.Event()
+
+    def hold(_check):
+        holding.set()
+        release.wait(60)
+
+    t = threading.Thread(target=app_demo.scheduler.exclusive, args=(hold,), kwargs={"estimate_s": 20, "label": "hold"},
+                         daemon=True)
+    t.start()
+    try:
+        assert holding.wait(30)
+        page.get_by_role("tab", name="Compare").click()
+        page.fill("#passage textarea", "The bridge opened in 1937. Ada Lovelace was born in London in 1815.")
+        page.fill("#question input, #question textarea", "When was Ada Lovelace born?")
+        page.click("#compare-btn")
+        shown = page.locator("#card-int8-cpu").get_by_text(re.compile(r"In line: 1 measurement before yours"))
+        shown.first.wait_for(state="visible", timeout=30_000)
+        text = shown.first.inner_text()
+        assert re.search(r"In line: 1 measurement before yours · about \d+ s", text), text
+        assert page.locator("#card-fp32-cpu").get_by_text(re.compile("In line:")).first.is_visible()
+    finally:
+        release.set()
+        t.join(60)
+    _wait_result(page, "born in London in 1815")
+    assert "In line" not in page.locator("#card-int8-cpu").inner_text()
+
+
 def _inspect(pg, k: int) -> None:
     """On the Inspect tab: set K, press Inspect, wait for the summary and the three plots."""
     pg.get_by_role("tab", name="Inspect").click()

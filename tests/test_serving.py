@@ -37,6 +37,16 @@ def fake_job(key, runs=10, seconds=0.2, calls=None, gate=None, units=100, backgr
     return Job(key, run, runs, warmup=1, units=units, background=background, session=session)
 
 
+def hold_the_line(s: Scheduler, key="running") -> tuple[threading.Event, threading.Thread]:
+    """A measurement of `key` that runs until the returned gate is set (the line is held meanwhile)."""
+    gate, calls = threading.Event(), []
+    t = threading.Thread(target=lambda: s.get(fake_job(key, calls=calls, gate=gate, seconds=0.0)))
+    t.start()
+    while not calls:
+        time.sleep(0.01)
+    return gate, t
+
+
 def in_threads(fns):
     out, errs = [None] * len(fns), [None] * len(fns)
 
@@ -103,15 +113,10 @@ def test_under_load_runs_adapt_and_say_why():
     reason; the estimate keeps the whole line near MAX_WAIT_S."""
     s = Scheduler(max_wait_s=2.0)
     s.cost.per_unit_s, s.cost.overhead_s, s.cost.samples = 1e-3, 0.0, 1  # 0.1 s per round for units=100
-    gate = threading.Event()
-    calls = []
-    first = threading.Thread(target=lambda: s.get(fake_job("first", calls=calls, gate=gate, seconds=0.0)))
-    first.start()
-    while not calls:
-        time.sleep(0.01)
+    gate, first = hold_the_line(s, "first")
     out = [None]
     rest = threading.Thread(target=lambda: out.__setitem__(0, in_threads(
-        [lambda i=i: s.get(fake_job(f"k{i}", calls=calls, seconds=0.0)) for i in range(9)])))
+        [lambda i=i: s.get(fake_job(f"k{i}", seconds=0.0)) for i in range(9)])))
     rest.start()
     time.sleep(0.5)  # all nine in line behind "first"
     gate.set()
@@ -130,12 +135,7 @@ def test_a_long_line_is_refused_with_a_retry_estimate():
     # the first two wait 1.1 and 1.5 s before they start, the third would wait 1.9 s (over the 1.6 s allowed)
     s = Scheduler(max_line_wait_s=1.6, clock=Clock())
     s.cost.per_unit_s, s.cost.overhead_s, s.cost.samples = 1e-3, 0.0, 1
-    gate = threading.Event()
-    calls = []
-    t = threading.Thread(target=lambda: s.get(fake_job("running", calls=calls, gate=gate, seconds=0.0)))
-    t.start()
-    while not calls:
-        time.sleep(0.01)
+    gate, t = hold_the_line(s, "running")
     waiting = [threading.Thread(target=lambda i=i: s.get(fake_job(f"w{i}", seconds=0.0))) for i in range(2)]
     for w in waiting:
         w.start()
@@ -242,12 +242,7 @@ def test_a_room_clicking_the_same_request_gets_one_measurement(app_demo):
 
 def test_a_visitor_who_goes_away_while_waiting_never_blocks_the_line():
     s = Scheduler()
-    gate = threading.Event()
-    calls = []
-    t = threading.Thread(target=lambda: s.get(fake_job("running", calls=calls, gate=gate, seconds=0.0)))
-    t.start()
-    while not calls:
-        time.sleep(0.01)
+    gate, t = hold_the_line(s, "running")
 
     def gone(_pos, _eta):
         raise ConnectionError("the visitor closed the page")
@@ -295,3 +290,31 @@ def test_compare_reports_the_runs_it_did_when_stopped_early(trained):
     assert c.runs == 2 and all(r.latency.runs == 2 for r in c.results if r.available)
     d = c.to_dict()
     assert d["runs"] == {"requested": 6, "done": 2, "why": "stopped after 2 of 6 runs: a line formed"}
+
+
+def test_a_waiting_visitor_is_told_how_many_are_ahead_and_when_theirs_starts():
+    """on_wait gets the measurements ahead (the running one included) and a positive wait; a visitor whose twin is
+    being measured is told 0 (it is running now)."""
+    s = Scheduler()
+    gate, first = hold_the_line(s, "running")
+    seen = {"second": [], "third": [], "twin": []}
+
+    def waiter(name, key):
+        return lambda: s.get(fake_job(key, seconds=0.0), on_wait=lambda pos, eta: seen[name].append((pos, eta)))
+
+    ts = []
+    for name, key in (("second", "b"), ("third", "c")):
+        ts.append(threading.Thread(target=waiter(name, key)))
+        ts[-1].start()
+        while not seen[name]:
+            time.sleep(0.01)
+    ts.append(threading.Thread(target=waiter("twin", "running")))
+    ts[-1].start()
+    while not seen["twin"]:
+        time.sleep(0.01)
+    gate.set()
+    for t in [first, *ts]:
+        t.join(10)
+    assert seen["second"][0][0] == 1 and seen["third"][0][0] == 2  # one ahead (running), then two
+    assert seen["second"][0][1] > 0 and seen["third"][0][1] > seen["second"][0][1]  # a longer wait further back
+    assert seen["twin"][0][0] == 0  # its twin is the one running
