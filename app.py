@@ -55,9 +55,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                     default=os.environ.get("QUANTQA_THREAD_POLICY", "auto"),
                     help="auto (default): libgomp's spin, threads chosen per measurement from the free cores; "
                          "cap: GOMP_SPINCOUNT=1000 on every core; off: libgomp defaults on every core")
-    ap.add_argument("--max-line", type=int, default=256, metavar="N",
-                    help="at most N measurements wait in line (default 256; a longer line is also refused when its "
-                         "wait would pass 120 s; identical requests share one measurement and do not count twice)")
+    from quant.serving import MAX_LINE, MAX_LINE_WAIT_S  # the standard library only: --help stays instant
+
+    ap.add_argument("--max-line", type=int, default=MAX_LINE, metavar="N",
+                    help=f"at most N measurements wait in line (default {MAX_LINE}; a longer line is also refused "
+                         f"when its wait would pass {MAX_LINE_WAIT_S:.0f} s; identical requests share one measurement "
+                         "and do not count twice)")
     ap.add_argument("--ssr", action="store_true", help="enable server-side rendering (off by default, see README)")
     ap.add_argument("--run-history", action="store_true", help="enable Gradio's run history page (off by default)")
     ap.add_argument("--share", action="store_true", help="create a public share link (off by default)")
@@ -66,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error(f"--port must be from 0 to 65535; got {args.port}")
     if args.threads is not None and args.threads < 1:
         ap.error(f"--threads must be at least 1; got {args.threads}")
-    if not 1 <= args.max_line <= 256:
-        ap.error(f"--max-line must be from 1 to 256; got {args.max_line}")
+    if not 1 <= args.max_line <= MAX_LINE:
+        ap.error(f"--max-line must be from 1 to {MAX_LINE}; got {args.max_line}")
     return args
 
 
@@ -95,8 +98,8 @@ from quant import EXTRA_VARIANTS, LABELS, STATIC_VARIANT, Comparator, InputError
 from quant.evaluate import BUILTIN, SquadFormatError, evaluate, load_squad  # noqa: E402
 from quant.figures import depth_figure, heatmap_figure, pareto_figure, tokens_figure  # noqa: E402
 from quant.recipes import RECIPES, recipe_report  # noqa: E402
-from quant.inputs import DEFAULT_RUNS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_RUNS, MIN_RUNS  # noqa: E402
-from quant.serving import Busy, CompareService, Scheduler  # noqa: E402
+from quant.inputs import DEFAULT_RUNS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_RUNS, MIN_RUNS, first_line  # noqa: E402
+from quant.serving import MAX_LINE, Busy, CompareService, Scheduler  # noqa: E402
 from quant.render import (agreement_markdown, card_markdown, env_markdown, evaluation_frames, highlight,  # noqa: E402,F401
                           inspect_markdown, latency_frame, measurement_markdown, md_text, mixed_frame, passage_html,
                           recipe_frames, sizes_markdown)
@@ -105,7 +108,6 @@ from quant.render import css as render_css  # noqa: E402
 ASSETS = Path(__file__).resolve().parent / "assets"
 QUEUE_SIZE = 512  # Gradio's own queue: a backstop; quant.serving.Scheduler bounds the line (--max-line)
 MAX_THREADS = 300  # Gradio worker threads: each visitor waiting in line holds one
-MAX_LINE = 256  # compare requests handled at once: all reach quant.serving's line, which admits (--max-line) or refuses
 EVAL_MAX_QUESTIONS = 500
 EVAL_MAX_FILE = "20mb"
 INSPECT_RUNS = 5  # timed runs per model in the Inspect tab's side-by-side
@@ -162,8 +164,7 @@ def rejected(message: str, title: str = "Please check the input") -> gr.Error:
 def failed(what: str, exc: Exception) -> gr.Error:
     """Never a bare "error" page: say what failed, keep serving."""
     log.exception("%s failed", what)
-    first = (str(exc).strip().splitlines() or [""])[0][:200]
-    return gr.Error(f"The {what} failed: {type(exc).__name__}: {first}", print_exception=False)
+    return gr.Error(f"The {what} failed: {type(exc).__name__}: {first_line(exc, 200)}", print_exception=False)
 
 
 def load_examples() -> list[dict]:
@@ -272,7 +273,7 @@ def compare_tab(demo: gr.Blocks, comparator: Comparator, service: CompareService
         env_panel = gr.Markdown(env_markdown(environment(comparator)), elem_id="env")
     result = gr.JSON(visible=False)
     gr.on([button.click, question.submit], compare, [passage, question, runs, extra], result,
-          api_name="compare", concurrency_limit=MAX_LINE, concurrency_id="compare",  # every visitor reaches the line
+          api_name="compare", concurrency_limit=MAX_LINE, concurrency_id="compare",  # all reach the line, which admits
           show_progress="full", show_progress_on=card_outputs[1::2],  # place in line, then progress, on the cards
           ).success(render, result, card_outputs + [agreement, marked, measured, chart, size_panel],
                     api_visibility="private", queue=False)
@@ -359,8 +360,9 @@ def evaluate_tab(comparator: Comparator, scheduler: Scheduler) -> None:
         examples = examples_of(file, limit)
         if not isinstance(target, (int, float)) or not 0 < target <= 100:
             raise rejected("The target agreement is a percentage from 1 to 100.")
-        if not isinstance(max_keep, (int, float)) or not float(max_keep).is_integer() or not 0 <= max_keep <= 37 * 4:
-            raise rejected("At most K layers in FP32: a whole number from 0.")
+        n_linear = comparator.layer_counts["linear_int8"]
+        if not isinstance(max_keep, (int, float)) or not float(max_keep).is_integer() or not 0 <= max_keep <= n_linear:
+            raise rejected(f"At most K layers in FP32: a whole number from 0 to {n_linear} (the INT8 Linear layers).")
         picked = [r for r in RECIPES if r in (recipes or [])]
         if not picked:
             raise rejected(f"Pick at least one recipe: {', '.join(RECIPES)}.")
@@ -467,8 +469,6 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"[quantqa] OpenMP wait policy: {THREAD_POLICY.describe()}", flush=True)
-    from quant.serving import Scheduler
-
     demo = build_demo(comparator, Scheduler(max_line=args.max_line))
     try:
         demo.launch(prevent_thread_lock=True, **launch_kwargs(host=args.host, port=args.port, share=args.share,

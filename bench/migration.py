@@ -16,7 +16,6 @@ FP32's span. Each row also says how long it takes to make.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -36,29 +35,20 @@ WHAT = {
 }
 
 
-def build(row: str, comp, log):
-    """(runnable model, seconds to make it)."""
-    import torch
+RECIPE_OF = {"ao-dynamic-per-tensor": "dynamic-per-tensor", "ao-dynamic-per-channel": "dynamic-per-channel",
+             "torchao-per-token-compiled": "dynamic-per-token", "pt2e-static": "static"}  # quant.recipes' names
 
-    from quant import QuantConfig, quantize
-    from quant.quantize import trace_or_eager
+
+def build(row: str, comp, log):
+    """(runnable model, seconds to make it): the recipe as `tune --recipes` ships it; PT2E dynamic via build_static."""
+    from quant.recipes import build_recipe
     from quant.static import build_static
 
     t0 = time.perf_counter()
-    fp32 = comp.fp32_eager
-    if row.startswith("ao-dynamic"):
-        m = trace_or_eager(quantize(fp32, QuantConfig(per_channel=row.endswith("channel"))), comp.probes())[0]
-    elif row == "torchao-per-token-compiled":
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-
-        m = copy.deepcopy(fp32).eval()
-        quantize_(m, Int8DynamicActivationInt8WeightConfig())
-        m = torch.compile(m, dynamic=True)
-        with torch.inference_mode():
-            m(**comp.probes()[0])
-            m(**comp.probes()[1])
+    if row in RECIPE_OF:
+        m = build_recipe(RECIPE_OF[row], comp, log=log)[0]
     else:
-        m = build_static(fp32, comp.tokenizer, max_length=comp.max_length, dynamic=row == "pt2e-dynamic", log=log,
+        m = build_static(comp.fp32_eager, comp.tokenizer, max_length=comp.max_length, dynamic=True, log=log,
                          source_id=comp.model_id)
     return m, time.perf_counter() - t0
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -49,15 +47,11 @@ def op_class(name: str) -> str:
     return "other"
 
 
-def timeit(fn, runs: int = 10, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+def median_s(fn, runs: int = 10) -> float:
+    """Median seconds of `fn` after 2 warm-up calls (quant.timing.measure)."""
+    from quant.timing import measure
+
+    return measure(fn, runs=runs, warmup=2)[0].median / 1e3
 
 
 def gemm_peaks(hidden: int, inter: int, seq_lens) -> dict:
@@ -68,9 +62,7 @@ def gemm_peaks(hidden: int, inter: int, seq_lens) -> dict:
     def pair(m, k, n):
         x, lin = torch.randn(m, k), torch.nn.Linear(k, n, bias=False).eval()
         q = _backend_quantize(torch.nn.Sequential(torch.nn.Linear(k, n, bias=False)).eval(), embeddings=False)
-        with torch.inference_mode():
-            f = timeit(lambda: lin(x))
-            i = timeit(lambda: q(x))
+        f, i = median_s(lambda: lin(x)), median_s(lambda: q(x))
         ops = 2 * m * k * n / 1e9
         return {"fp32_gflops": round(ops / f, 1), "int8_gops": round(ops / i, 1)}
 
@@ -120,6 +112,7 @@ def main(argv=None) -> int:
     from quant import Comparator
     from quant.bench import synthetic_inputs
     from quant.compare import STATIC_VARIANT
+    from quant.env import cpu_name
 
     icfg.cpp.enable_kernel_profile = True  # name the fused kernels of the package built below
     comp = Comparator(a.model, variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=lambda m: print(m, file=sys.stderr),
@@ -138,8 +131,7 @@ def main(argv=None) -> int:
             if m is None:
                 continue
             by = profile_variant(m, x, a.runs)
-            with torch.inference_mode():
-                wall = timeit(lambda: m(**x), runs=a.runs) * 1e3
+            wall = median_s(lambda: m(**x), runs=a.runs) * 1e3
             gemm = by.get(LINEAR[v], 0.0)  # the Linear layers' GEMMs, against the matching peak
             peak = peak_fp32 if v == "fp32-cpu" else peak_int8
             eff = linear_flops(cfg, t) / (gemm / 1e3) / peak if gemm else None
@@ -147,7 +139,7 @@ def main(argv=None) -> int:
                          "share": {k: round(100 * val / sum(by.values()), 1) for k, val in sorted(by.items())},
                          "gemm_ms": round(gemm, 2), "gemm_efficiency_vs_peak": None if eff is None else round(eff, 2)})
             print(f"[profile] {v} @{t}: {wall:.1f} ms", file=sys.stderr)
-    report = {"cpu": __import__("quant.env", fromlist=["cpu_name"]).cpu_name(), "threads": torch.get_num_threads(),
+    report = {"cpu": cpu_name(), "threads": torch.get_num_threads(),
               "peaks": peaks, "rows": rows}
     if a.json:
         print(json.dumps(report))

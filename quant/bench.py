@@ -35,6 +35,7 @@ import torch
 
 from . import env
 from .compare import Comparator
+from .inputs import first_line
 from .quantize import QuantConfig, quantize, trace_or_eager
 from .timing import measure_interleaved
 
@@ -330,14 +331,14 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
         try:
             ort_sessions = _ort_sessions(fp32, comp.threads, Path(tmp.name), notes)
         except Exception as exc:  # an exporter or ORT failure must not sink the whole bench
-            notes.append(f"ONNX Runtime rows skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            notes.append(f"ONNX Runtime rows skipped: {type(exc).__name__}: {first_line(exc, 200)}")
     if peers and "torchao-int8" in want:
         try:
             ao = _torchao_model(fp32, notes)
             if ao is not None:
                 models["torchao-int8"] = (ao, "cpu")
         except Exception as exc:
-            notes.append(f"torchao row skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            notes.append(f"torchao row skipped: {type(exc).__name__}: {first_line(exc, 200)}")
     wanted = [v for v in order if (v in models or v in ort_sessions) and v in want]
     settle = {v: ORT_SETTLE_S for v in wanted if v in ort_sessions}
     tok = comp.tokenizer
@@ -376,7 +377,7 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
             for v in wanted:
                 stats, out, err = res[v]
                 if err is not None:
-                    notes.append(f"{v} at {s} tokens failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+                    notes.append(f"{v} at {s} tokens failed: {type(err).__name__}: {first_line(err, 200)}")
                     continue
                 got = _logits(out)
                 db = sqnr_db(ref, got) if ref is not None and got is not None and v != "fp32-cpu" else None

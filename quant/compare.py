@@ -16,12 +16,11 @@ from typing import Any, Callable
 
 import torch
 
-from .inputs import MAX_WARMUP, MAX_WINDOW_RUNS, WINDOW_BATCH, InputError, check_inputs, check_int
+from .inputs import MAX_WARMUP, MAX_WINDOW_RUNS, WINDOW_BATCH, InputError, check_inputs, check_int, first_line
 from .qa import Encoded, best_span
 from .threads import ThreadChoice, choose_threads
 from .timing import LatencyStats, measure_interleaved, time_once
-from .variants import (DEFAULT_VARIANTS, EXTRA_VARIANTS, LABELS, STATIC_VARIANT, ModelSet, _Variant, first_line,
-                       short_name)
+from .variants import DEFAULT_VARIANTS, EXTRA_VARIANTS, LABELS, STATIC_VARIANT, ModelSet, _Variant, short_name
 
 BASELINE = "fp32-cpu"
 
@@ -166,18 +165,19 @@ def predict(models: ModelSet, context: str, question: str, variants=None) -> dic
 def compare(models: ModelSet, context: str, question: str, runs: int = 10, warmup: int = 1, variants=None,
             progress: Callable[[float, str], None] | None = None, threads: ThreadChoice | None = None,
             runs_why: str = "", requested_runs: int | None = None,
-            keep_going: Callable[[int], str | None] | None = None) -> Comparison:
+            keep_going: Callable[[int], str | None] | None = None, enc: Encoded | None = None) -> Comparison:
     """Answer with every variant and time it. Raises `InputError` for bad input.
 
     threads: the thread count to time with (default: chosen now for the machine as it is, threads.py).
     requested_runs / runs_why: when a scheduler gave this request fewer runs than asked (serving.py).
     keep_going(runs_done): asked after each round; a reason (text) stops the timing there, and says why.
+    enc: the (checked) encoding of this cleaned context and question, when the caller already made it.
     """
     t_start = time.perf_counter()
     context, question, runs = check_inputs(context, question, runs)
     warmup = check_int(warmup, "Warm-up runs", 0, MAX_WARMUP)
     names, vs = _runnable(models, variants)
-    enc = models.encode_checked(context, question)
+    enc = enc or models.encode_checked(context, question)
     notes: list[str] = []
     runs = window_runs(runs, warmup, enc.n_windows, notes)
     fns = {}

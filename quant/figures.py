@@ -6,6 +6,7 @@ The app renders them with `gr.Plot`; anything else that speaks Plotly can too.
 from __future__ import annotations
 
 from .inspect import HEATMAP_KINDS
+from .render import chosen_row
 
 FP32_COLOR, INT8_COLOR = "#1d4ed8", "#b45309"  # the Compare page's colours for the same variants
 
@@ -105,7 +106,6 @@ def pareto_figure(d: dict, target: float | None = None):
     import plotly.graph_objects as go
 
     rows = d["recipes"]
-    chosen = d.get("chosen") or {}
     fig = go.Figure()
     biggest = max(r["size_mib"] for r in rows) or 1.0
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
@@ -123,8 +123,7 @@ def pareto_figure(d: dict, target: float | None = None):
     if len(front) > 1:
         fig.add_trace(go.Scatter(x=[r["median_ms"] for r in front], y=[r["agreement"] for r in front], mode="lines",
                                  line={"dash": "dot", "color": "#9ca3af"}, name="Pareto front", hoverinfo="skip"))
-    best = next((r for r in rows if r["recipe"] == chosen.get("recipe") and r["keep_fp32"] == chosen.get("keep_fp32")),
-                None)
+    best = chosen_row(d)
     if best is not None:
         fig.add_trace(go.Scatter(x=[best["median_ms"]], y=[best["agreement"]], mode="markers", name="chosen",
                                  marker={"symbol": "star", "size": 22, "color": "#facc15",

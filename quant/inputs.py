@@ -36,6 +36,12 @@ class InputError(ValueError):
     """Bad user input; the message is meant for the user as is."""
 
 
+def first_line(exc: BaseException, limit: int = 240) -> str:
+    """An exception's first line for a card or a log line (its type's name when it has no message)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__
+
+
 def clean_text(text: str) -> str:
     """Same length out as in: control chars -> space, lone surrogates -> U+FFFD."""
     out = []

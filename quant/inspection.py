@@ -23,12 +23,7 @@ def inspector_for(models: ModelSet) -> Inspector:
         raise InputError(f"Inspect needs the FP32 model: {models.fp32_reason}")
     if models.int8_eager is None:
         raise InputError(f"Inspect needs dynamic INT8: {models.int8_reason}")
-    ins = getattr(models, "_inspector", None)
-    if ins is None:
-        ins = models._inspector = Inspector(models.fp32_eager, models.int8_eager, models.tokenizer,
-                                            model_id=models.model_id, max_length=models.max_length,
-                                            keep_fp32=models.quant.keep_fp32)
-    return ins
+    return models.inspector()
 
 
 def inspect_question(models: ModelSet, context: str, question: str, keep_least_precise: int = 0, runs: int = 5,

@@ -33,8 +33,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .inputs import first_line
 from .metrics import ratio_db
-from .quantize import QuantConfig, quantize, trace_or_eager
+from .quantize import quantize, trace_or_eager
 from .size import state_dict_mib
 from .timing import measure_interleaved
 
@@ -116,7 +117,7 @@ class _Builder:
         self.fp32, self.tok = models.fp32_eager, models.tokenizer
 
     def _dynamic(self, keep, per_channel: bool):
-        qc = replace(models_quant(self.models), per_channel=per_channel, keep_fp32=tuple(keep))
+        qc = replace(self.models.quant, per_channel=per_channel, keep_fp32=tuple(keep))
         return quantize(self.fp32, qc)
 
     def scoring(self, keep):
@@ -164,8 +165,11 @@ class _Builder:
             return eager, size, f"torch.compile failed ({type(exc).__name__}), eager"
 
 
-def models_quant(models) -> QuantConfig:
-    return replace(models.quant, keep_fp32=tuple(models.quant.keep_fp32))
+def build_recipe(recipe: str, models, keep_fp32=(), log: Callable[[str], None] | None = None):
+    """One recipe as shipped (traced / compiled), with these Linear layers in FP32: (model, size MiB, note)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose from {', '.join(RECIPES)}")
+    return _Builder(recipe, models, log or (lambda m: None)).final(tuple(keep_fp32))
 
 
 # ------------------------------------------------------------------------------------------- search
@@ -221,7 +225,7 @@ def compare_recipes(models, qs, ranking: list[tuple[str, float]], target: float,
         try:
             alone = _score(qs, b.scoring(()))
         except Exception as exc:  # no torchao, no compiler, export failure: that recipe says why
-            unavailable[recipe] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+            unavailable[recipe] = f"{type(exc).__name__}: {first_line(exc, 200)}"
             continue
         candidates.append((recipe, [], alone))
         if (known_k or {}).get(recipe):
@@ -232,7 +236,7 @@ def compare_recipes(models, qs, ranking: list[tuple[str, float]], target: float,
         progress("recipes", i + 1, len(recipes))
     rows, fns = [], {}
     for j, (recipe, keep, _) in enumerate(candidates):
-        model, size, note = _Builder(recipe, models, log).final(keep)
+        model, size, note = build_recipe(recipe, models, keep, log)
         s = _score(qs, model)  # as shipped: the compiled package / traced model, not the search's stand-in
         rows.append(RecipeResult(recipe, keep, s["agreement"], s["exact_match"], s["f1"], s["sqnr_db"], size, note=note))
         fns[j] = (lambda m=model: m(**qs.timing_input), None)

@@ -282,19 +282,23 @@ def evaluation_frames(d: dict):
     return table, summary, dis
 
 
+def chosen_row(d: dict) -> dict | None:
+    """The row of a RecipeReport dict that `chosen` names (recipe and layers kept), or None."""
+    chosen = d.get("chosen") or {}
+    return next((r for r in d["recipes"] if (r["recipe"], r["keep_fp32"]) == (chosen.get("recipe"),
+                                                                             chosen.get("keep_fp32"))), None)
+
+
 def recipe_frames(d: dict, target: float):
     """(table, summary Markdown) for a RecipeReport dict: every recipe alone and with its K layers in FP32."""
     import pandas as pd
 
-    chosen = d.get("chosen") or {}
-    rows = []
-    for r in d["recipes"]:
-        mark = "chosen" if (r["recipe"], r["keep_fp32"]) == (chosen.get("recipe"), chosen.get("keep_fp32")) else ""
-        rows.append({"recipe": r["recipe"], "layers in FP32": len(r["keep_fp32"]), "same span as FP32 %": r["agreement"],
-                     "EM %": r["exact_match"], "F1 %": r["f1"], "logits SQNR dB": r["sqnr_db"], "MiB": r["size_mib"],
-                     "median ms": r["median_ms"], "": " ".join(x for x in (mark, "Pareto" if r["pareto"] else "") if x)})
-    best = next((r for r in d["recipes"] if (r["recipe"], r["keep_fp32"]) == (chosen.get("recipe"), chosen.get("keep_fp32"))),
-                None)
+    best = chosen_row(d)
+    rows = [{"recipe": r["recipe"], "layers in FP32": len(r["keep_fp32"]), "same span as FP32 %": r["agreement"],
+             "EM %": r["exact_match"], "F1 %": r["f1"], "logits SQNR dB": r["sqnr_db"], "MiB": r["size_mib"],
+             "median ms": r["median_ms"],
+             "": " ".join(x for x in ("chosen" if r is best else "", "Pareto" if r["pareto"] else "") if x)}
+            for r in d["recipes"]]
     if best:
         summary = (f"**Ship {md_text(best['recipe'])}" + (f" with {len(best['keep_fp32'])} layer(s) in FP32" if best["keep_fp32"]
                    else "") + f"**: the fastest recipe that keeps at least {target:g}% of the FP32 answers "

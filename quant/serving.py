@@ -35,6 +35,7 @@ Costs are estimated from what was measured: seconds per round per token-window
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -133,6 +134,8 @@ class Scheduler:
         self.last_visit = clock()
         self.last_busy = 0.0
         self.counts = {"measured": 0, "joined": 0, "stored": 0, "refused": 0, "abandoned": 0}
+        self._stop = threading.Event()  # set by stop(): background work ends, a background measurement is abandoned
+        self._background: threading.Thread | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -273,6 +276,8 @@ class Scheduler:
 
     def _check(self, job: Job) -> Callable[[], None]:
         def check() -> None:
+            if job.background and self._stop.is_set():
+                raise Abandoned("the server is stopping")
             if job.background and self.waiting_visitors():
                 raise Abandoned("a visitor arrived")
         return check
@@ -324,7 +329,6 @@ class Scheduler:
                          period_s: float = 1.0) -> threading.Thread:
         """Measure `tasks()` (their keys not stored, or stored longer than `refresh_s` ago) whenever the line has
         been empty for `idle_s`; stop refreshing once nobody has asked anything for VISITOR_GONE_S."""
-        self._stop = threading.Event()
         self.background_rounds = 0
 
         def loop():
@@ -347,13 +351,16 @@ class Scheduler:
                     break  # one measurement per idle check: visitors come first
                 self.background_rounds += 1
 
-        t = threading.Thread(target=loop, name="quantqa-background", daemon=True)
+        t = self._background = threading.Thread(target=loop, name="quantqa-background", daemon=True)
         t.start()
         return t
 
-    def stop(self) -> None:
-        if getattr(self, "_stop", None) is not None:
-            self._stop.set()
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the background work and wait for it: a measurement still running in a daemon thread when the
+        interpreter exits would abort the process inside torch."""
+        self._stop.set()
+        if self._background is not None:
+            self._background.join(timeout)
 
 
 # ---------------------------------------------------------------------------------------------- compare
@@ -365,19 +372,30 @@ class CompareService:
     def __init__(self, models, scheduler: Scheduler | None = None, warmup: int = 1):
         self.models, self.warmup = models, warmup
         self.scheduler = scheduler or Scheduler()
+        # Checked and tokenized once per distinct request: the examples' background jobs are made every idle
+        # second, and tokenizing them each time would be CPU work that could overlap a visitor's timed runs.
+        self._prepared = functools.lru_cache(maxsize=16)(self._prepare)
 
     def key(self, context: str, question: str, runs: int, variants) -> tuple:
         """Exact: the model, the text as answered (after cleaning), and every option."""
         return ("compare", self.models.model_id, context, question, int(runs), self.warmup, tuple(variants))
 
-    def job(self, passage, question, runs, variants, session: str | None = None, background: bool = False,
-            progress: Callable[[float, str], None] | None = None) -> Job:
-        from .compare import compare
+    def _prepare(self, passage, question, runs, variants: tuple) -> tuple:
+        """(context, question, runs, encoding): checked and cleaned; an over-long passage is refused here,
+        before it waits in line."""
         from .inputs import check_inputs
 
         context, question, runs = check_inputs(passage, question, runs)
-        enc = self.models.encode_checked(context, question)  # refuses an over-long passage before it waits
+        return context, question, runs, self.models.encode_checked(context, question)
+
+    def job(self, passage, question, runs, variants, session: str | None = None, background: bool = False,
+            progress: Callable[[float, str], None] | None = None) -> Job:
+        from .compare import compare
+
         variants = tuple(variants)
+        hashable = all(isinstance(x, (str, int, float)) for x in (passage, question, runs))
+        context, question, runs, enc = (self._prepared if hashable else self._prepare)(passage, question, runs,
+                                                                                        variants)
         runnable = sum(self.models.variant(v).model is not None for v in variants if v in self.models.variant_names)
 
         def run(r: int, why: str, check: Callable[[], None], keep_going=None) -> dict:
@@ -387,7 +405,7 @@ class CompareService:
                     progress(f, desc)
 
             c = compare(self.models, context, question, runs=r, warmup=self.warmup, variants=variants, progress=step,
-                        runs_why=why, requested_runs=runs, keep_going=keep_going)
+                        runs_why=why, requested_runs=runs, keep_going=keep_going, enc=enc)
             d = c.to_dict()
             d["context"], d["question"] = c.context, c.question  # the passage as answered: offsets index into it
             return d

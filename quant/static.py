@@ -42,6 +42,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .inputs import first_line
 from .metrics import sqnr_db
 from .quantize import _Positional, _QAOutput
 from .size import graph_state_mib
@@ -335,8 +336,8 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
         except StaticUnavailable:
             raise
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise StaticUnavailable(f"export / quantization / compilation failed: {type(exc).__name__}: {first}") from exc
+            raise StaticUnavailable(f"export / quantization / compilation failed: {type(exc).__name__}: "
+                                    f"{first_line(exc, 200)}") from exc
     t0 = time.perf_counter()
     runner, how = _load_runner(tmp)
     load_s = time.perf_counter() - t0

@@ -88,16 +88,18 @@ def apply_policy(policy: str | None = None) -> ThreadPolicy:
 def _cgroup_quota() -> float | None:
     """CPUs granted by a cgroup v2 quota (cpu.max), or None when unlimited / not visible."""
     try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         return None
 
 
 def _cgroup_usage_s() -> float:
-    for line in open("/sys/fs/cgroup/cpu.stat"):
-        if line.startswith("usage_usec"):
-            return int(line.split()[1]) / 1e6
+    with open("/sys/fs/cgroup/cpu.stat") as f:
+        for line in f:
+            if line.startswith("usage_usec"):
+                return int(line.split()[1]) / 1e6
     raise OSError("no usage_usec")
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 
 from . import env
-from .inputs import MAX_CONTEXT_CHARS, check_text, check_windows
+from .inputs import MAX_CONTEXT_CHARS, check_text, check_windows, first_line
 from .models import DEFAULT_MODEL, ModelLoadError, describe_source, load_model, set_threads, source_kind, window_length
 from .qa import Encoded, encode
 from .quantize import (EngineChoice, QuantConfig, QuantizationUnavailable, choose_engine, count_quantized,
@@ -80,11 +80,6 @@ def short_name(model_id: str) -> str:
     return Path(model_id).expanduser().resolve().name if kind in ("folder", "artifact") else model_id
 
 
-def first_line(exc: BaseException, limit: int = 240) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
-
-
 class ModelSet:
     """One model in every variant, with sizes; built once, shared read-only by every request.
 
@@ -121,6 +116,7 @@ class ModelSet:
         self.sizes_mib = self._sizes(fp32, int8)
         gc.collect()
         self._mixed: MixedModels | None = None  # Inspect's keep-K models, built on first use
+        self._inspector = None  # Inspect's hooks and weight statistics, made on first use
         self._static_thread: threading.Thread | None = None
         self._variants: dict[str, _Variant] = {n: self._build(n, static_cache, static) for n in self.variant_names}
         self.startup_s = time.perf_counter() - t0
@@ -317,7 +313,16 @@ class ModelSet:
         check_windows(enc.n_windows, enc.n_tokens)
         return enc
 
-    # ------------------------------------------------------------------ Inspect's mixed models
+    # ------------------------------------------------------------------ Inspect's models
+
+    def inspector(self):
+        """The Inspector over FP32 and dynamic INT8 (weight statistics computed once), made on first use."""
+        if self._inspector is None:
+            from .inspect import Inspector
+
+            self._inspector = Inspector(self.fp32_eager, self.int8_eager, self.tokenizer, model_id=self.model_id,
+                                        max_length=self.max_length, keep_fp32=self.quant.keep_fp32)
+        return self._inspector
 
     def mixed(self, keep: tuple[str, ...] | list[str]):
         """(runnable model, size MiB): INT8 with `keep` (and the configured keep_fp32) left in FP32, built once

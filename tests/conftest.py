@@ -178,4 +178,5 @@ def minilm_app_url(minilm_dir, tmp_path_factory):
     try:
         yield demo.local_url
     finally:
+        demo.scheduler.stop()  # its example measurements run in a thread: never inside torch at exit
         demo.close()
