@@ -60,6 +60,15 @@ def run_audience(url: str, clients: int, scenario: str, runs: int, timeout: floa
         (r[2].get("runs") or {}).get("done") if isinstance(r[2].get("runs"), dict)
         else next((v["latency_ms"]["runs"] for v in r[2]["results"] if v.get("latency_ms")), None)
         for r in answered)
+    measured = [r[2] for r in answered if isinstance(r[2], dict) and r[2].get("line_s")]
+    line = None
+    if measured:  # where a measurement's time goes: the model, the rest of compare(), and the rest of its turn
+        ran = [d["line_s"]["ran"] for d in measured]
+        model = [d["timing_s"]["model"] for d in measured]
+        line = {"measured": len(measured), "ran_s_median": round(statistics.median(ran), 3),
+                "model_s_median": round(statistics.median(model), 3),
+                "compare_s_median": round(statistics.median(d["timing_s"]["compare"] for d in measured), 3),
+                "busy_share_of_wall": round(sum(ran) / wall, 3)}
     return {
         "scenario": scenario, "clients": clients, "timed_runs_asked": runs,
         "answered": len(answered), "refused": sum(r[0] == "refused" for r in results),
@@ -69,7 +78,7 @@ def run_audience(url: str, clients: int, scenario: str, runs: int, timeout: floa
         "shared": {"count": len(shared), "joined": sum(bool(s.get("joined")) for s in shared),
                    "for": dict(collections.Counter(s["for"] for s in shared))},
         "runs_done": {str(k): v for k, v in sorted(runs_done.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))},
-        "wall_s": round(wall, 2),
+        "wall_s": round(wall, 2), "line": line,
         "errors": sorted({r[2] for r in results if r[0] != "answered" and isinstance(r[2], str)})[:3],
     }
 

@@ -42,11 +42,11 @@ sys.path.insert(0, sys.argv[1])
 import quant.threads as qt
 policy = qt.apply_policy()   # before torch loads: the app's own start-up path (no-op unless QUANTQA_THREAD_POLICY)
 import torch
-from quant import Comparator
+from quant import ModelSet
 threads = int(os.environ.get("QUANTQA_BENCH_THREADS", "0")) or None
 variant = sys.argv[6]
 from quant import QuantConfig
-comp = Comparator(sys.argv[2], threads=threads, variants=(variant,), log=None, quant=QuantConfig(engine=sys.argv[7]))
+comp = ModelSet(sys.argv[2], threads=threads, variants=(variant,), log=None, quant=QuantConfig(engine=sys.argv[7]))
 tok = comp.tokenizer
 n = int(sys.argv[3]); runs = int(sys.argv[4]); k = int(sys.argv[5])
 g = torch.Generator().manual_seed(0)

@@ -25,10 +25,10 @@ def main(argv=None) -> int:
     apply_policy("auto")
     import torch
 
-    from quant import Comparator
+    from quant import ModelSet
     from quant.inspect import Inspector
 
-    comp = Comparator(a.model, variants=("fp32-cpu", "int8-cpu"), log=None)
+    comp = ModelSet(a.model, variants=("fp32-cpu", "int8-cpu"), log=None)
     ins = Inspector(comp.fp32_eager, comp.int8_eager, comp.tokenizer, max_length=comp.max_length)
     words = "Ada Lovelace was born in London in 1815 and later worked on the analytical engine".split()
     context, n = "", 0

@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     warnings.simplefilter("ignore")
     import torch
 
-    from quant import Comparator
+    from quant import ModelSet
     from quant.bench import synthetic_inputs
     from quant.env import cpu_name
     from quant.evaluate import BUILTIN, load_squad
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     out: dict[str, dict] = {r: {} for r in ROWS}
     # faithfulness, on real weights
-    acc = Comparator(a.accuracy_model, variants=("fp32-cpu",), log=None)
+    acc = ModelSet(a.accuracy_model, variants=("fp32-cpu",), log=None)
     qs = QuestionSet(acc, load_squad(BUILTIN, limit=a.questions))
     for row in ROWS:
         m, _ = build(row, acc, log)
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         log(f"[migration] {row}: agreement {s['agreement']:.1f}%")
         del m
     # speed, on the bert-base shape
-    comp = Comparator(a.speed_model, variants=("fp32-cpu",), log=None)
+    comp = ModelSet(a.speed_model, variants=("fp32-cpu",), log=None)
     cfg = comp.fp32_eager.config
     x = synthetic_inputs(cfg.vocab_size, a.tokens, comp.tokenizer.cls_token_id or 0, comp.tokenizer.sep_token_id or 0)
     fns = {"fp32": (lambda: comp.fp32_eager(**x), None)}

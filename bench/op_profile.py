@@ -109,13 +109,13 @@ def main(argv=None) -> int:
     import torch
     import torch._inductor.config as icfg
 
-    from quant import Comparator
+    from quant import ModelSet
     from quant.bench import synthetic_inputs
     from quant.compare import STATIC_VARIANT
     from quant.env import cpu_name
 
     icfg.cpp.enable_kernel_profile = True  # name the fused kernels of the package built below
-    comp = Comparator(a.model, variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=lambda m: print(m, file=sys.stderr),
+    comp = ModelSet(a.model, variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=lambda m: print(m, file=sys.stderr),
                       static_cache=Path("/tmp/quantqa-profile-cache"))
     cfg = comp.fp32_eager.config
     seq_lens = [int(s) for s in a.seq_lens.split(",")]

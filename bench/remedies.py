@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     apply_policy("auto")
     import math
 
-    from quant import Comparator, QuantConfig, quantize
+    from quant import ModelSet, QuantConfig, quantize
     from quant.evaluate import load_squad
     from quant.inspect import ratio_db
     from quant.quantize import trace_or_eager
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from quant.timing import measure_interleaved
     from quant.tune import QuestionSet, tune
 
-    comp = Comparator(a.model, variants=("fp32-cpu", "int8-cpu"), log=lambda m: print(m, file=sys.stderr))
+    comp = ModelSet(a.model, variants=("fp32-cpu", "int8-cpu"), log=lambda m: print(m, file=sys.stderr))
     exs = load_squad(a.data)
     ks = [int(k) for k in a.keep.split(",")]
     rep, _ = tune(comp, exs[:32], 100.0, max_keep=0, runs=2)  # the ranking only

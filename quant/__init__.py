@@ -4,10 +4,11 @@ Public names (no Gradio anywhere in this package), imported on first use so
 that `import quant` (and every `--help`) stays fast:
 
     ModelSet                                variants.py every variant of one model, built once (and sizes)
-    Comparator, Comparison, VariantResult   compare.py  operations over it: every variant on one question
+    Comparison (compare, predict)           compare.py  operations over it: every variant on one question
+    inspect_question                        inspection.py  where INT8 loses precision on one question
     load_model, ModelLoadError, set_threads models.py   load once (hub id or local folder)
     QuantConfig, quantize, choose_engine    quantize.py FP32 -> dynamic INT8 (a copy); keep_fp32, per_channel
-    save_artifact, load_artifact
+    save_artifact, load_artifact            artifact.py an INT8 model as a folder (every recipe), its model card
     encode, best_span, rank_spans, Span     qa.py       windows + span decoding by char offsets
     Inspector, sqnr_db                      inspect.py  per-layer / per-token FP32-vs-INT8 error
     tune                                    tune.py     keep the most sensitive layers in FP32
@@ -30,15 +31,15 @@ for _noisy in ("torchao", "torch.utils._pytree"):
     logging.getLogger(_noisy).setLevel(logging.ERROR)
 
 _WHERE = {
-    "Comparator": "compare", "Comparison": "compare", "VariantResult": "compare", "DEFAULT_VARIANTS": "compare",
+    "Comparison": "compare", "VariantResult": "compare", "DEFAULT_VARIANTS": "compare",
     "EXTRA_VARIANTS": "compare", "STATIC_VARIANT": "compare", "LABELS": "compare",
     "InputError": "inputs", "check_inputs": "inputs",
     "DEFAULT_MODEL": "models", "ModelLoadError": "models", "load_model": "models", "set_threads": "models",
     "Span": "qa", "best_span": "qa", "rank_spans": "qa", "encode": "qa",
     "ModelSet": "variants",
     "QuantConfig": "quantize", "choose_engine": "quantize", "count_quantized": "quantize",
-    "load_artifact": "quantize", "quantize": "quantize", "save_artifact": "quantize",
-    "Inspector": "inspect", "sqnr_db": "inspect",
+    "load_artifact": "artifact", "quantize": "quantize", "save_artifact": "artifact",
+    "Inspector": "inspect", "sqnr_db": "inspect", "inspect_question": "inspection",
     "tune": "tune",
     "state_dict_mib": "size",
     "LatencyStats": "timing", "measure": "timing",

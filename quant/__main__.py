@@ -192,15 +192,16 @@ def _read_context(args) -> str:
 
 
 def cmd_compare(args) -> int:
-    from .compare import DEFAULT_VARIANTS, EXTRA_VARIANTS, STATIC_VARIANT, Comparator
+    from .compare import DEFAULT_VARIANTS, EXTRA_VARIANTS, STATIC_VARIANT, compare
+    from .variants import ModelSet
     from .inputs import check_inputs
     from .report import comparison_table
 
     context = _read_context(args)
     check_inputs(context, args.question, args.runs)  # fail fast, before loading a model
     variants = DEFAULT_VARIANTS + (EXTRA_VARIANTS if args.extra else ()) + ((STATIC_VARIANT,) if args.static else ())
-    comp = Comparator(args.model, threads=args.threads, quant=_quant_config(args), variants=variants, log=_log)
-    result = comp.compare(context, args.question, runs=args.runs, warmup=args.warmup)
+    comp = ModelSet(args.model, threads=args.threads, quant=_quant_config(args), variants=variants, log=_log)
+    result = compare(comp, context, args.question, runs=args.runs, warmup=args.warmup)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
@@ -212,7 +213,8 @@ def cmd_quantize(args) -> int:
     import torch
 
     from .models import load_model, set_threads
-    from .quantize import choose_engine, count_quantized, linear_names, quantize, save_artifact
+    from .artifact import save_artifact
+    from .quantize import choose_engine, count_quantized, linear_names, quantize
     from .size import state_dict_mib
 
     set_threads(args.threads)
@@ -241,13 +243,13 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from .compare import Comparator
+    from .variants import ModelSet
     from .inputs import check_inputs
     from .inspect import Inspector
 
     context = _read_context(args)
     context, question, _ = check_inputs(context, args.question, 1)
-    comp = Comparator(args.model, threads=args.threads, quant=_quant_config(args), variants=("fp32-cpu", "int8-cpu"),
+    comp = ModelSet(args.model, threads=args.threads, quant=_quant_config(args), variants=("fp32-cpu", "int8-cpu"),
                       log=_log)
     if comp.fp32_eager is None:
         raise InputError(f"inspect needs the FP32 model: {comp.fp32_reason}")
@@ -268,9 +270,17 @@ def _examples(args):
         raise InputError(str(exc)) from None
 
 
+def _set_name(args) -> str:
+    from .evaluate import BUILTIN
+
+    if not args.data or Path(args.data).resolve() == BUILTIN:
+        return "the built-in real-text set (assets/realqa.json)" + (f", first {args.limit}" if args.limit else "")
+    return Path(args.data).name + (f", first {args.limit}" if args.limit else "")
+
+
 def cmd_tune(args) -> int:
     from .recipes import RECIPES
-    from .tune import run_tune
+    from .recipes import run_tune
 
     recipes = None
     if args.recipes:
@@ -280,7 +290,7 @@ def cmd_tune(args) -> int:
             return _fail(f"--recipes: unknown recipe(s) {', '.join(bad)}; choose from {', '.join(RECIPES)}")
     report, rec = run_tune(args.model, _examples(args), args.target_agreement, rank_by=args.rank_by,
                            max_keep=args.max_keep, threads=args.threads, quant=_quant_config(args), out=args.out,
-                           recipes=recipes)
+                           recipes=recipes, set_name=_set_name(args))
     if args.json:
         print(json.dumps({**report.to_dict(), **(rec.to_dict() if rec else {})}))
     else:

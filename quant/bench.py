@@ -34,7 +34,7 @@ from typing import Any, Callable
 import torch
 
 from . import env
-from .compare import Comparator
+from .variants import ModelSet
 from .inputs import first_line
 from .quantize import QuantConfig, quantize, trace_or_eager
 from .timing import measure_interleaved
@@ -233,9 +233,9 @@ def measure_startup(model_id: str, threads: int | None, quant: QuantConfig) -> d
     code = (
         "import time; t0 = time.perf_counter()\n"
         "import json, sys\n"
-        "from quant import Comparator, QuantConfig\n"
+        "from quant import ModelSet, QuantConfig\n"
         "t1 = time.perf_counter()\n"
-        f"c = Comparator({model_id!r}, threads={threads!r}, quant=QuantConfig(**{quant.__dict__!r}), "
+        f"c = ModelSet({model_id!r}, threads={threads!r}, quant=QuantConfig(**{quant.__dict__!r}), "
         "variants=('fp32-cpu', 'int8-cpu', 'fp32-cuda'), log=None)\n"
         "t2 = time.perf_counter()\n"
         "print(json.dumps({'imports': t1 - t0, 'load_quantize_sizes': t2 - t1, 'total': t2 - t0}))\n"
@@ -263,29 +263,18 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
               quant: QuantConfig | None = None, variants=None, peers: bool = True, static: bool = True,
               startup: bool = False, progress: bool = False, log: Callable[[str], None] | None = None,
               static_cache=None) -> BenchReport:
+    """Every wanted variant (and peer) timed interleaved at each sequence length; logits SQNR vs FP32."""
     from .compare import STATIC_VARIANT
-    from .metrics import sqnr_db
-    from .size import state_dict_mib
 
     quant = quant or QuantConfig()
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
-    order = list(CPU_VARIANTS + GPU_VARIANTS + PEERS)
-    if variants:
-        unknown = [v for v in variants if v not in order]
-        if unknown:
-            raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(order)} "
-                             "(python -m quant bench --list-variants)")
-    want = set(variants or order)
-    if not static:
-        want.discard(STATIC_VARIANT)
+    want = _wanted(variants, static, STATIC_VARIANT)
     notes: list[str] = []
     startup_s = measure_startup(model_id, threads, quant) if startup else None
     base_variants = tuple(v for v in ("fp32-cpu", "int8-cpu", "bf16-cpu", "fp32-cuda", "fp16-cuda", STATIC_VARIANT)
                           if v in want or v in ("fp32-cpu", "int8-cpu"))
-    comp = Comparator(model_id, threads=threads, quant=quant, variants=base_variants, log=log,
-                      static_cache=static_cache)
-    fp32 = comp.model("fp32-cpu")
-    if fp32 is None:
+    comp = ModelSet(model_id, threads=threads, quant=quant, variants=base_variants, log=log, static_cache=static_cache)
+    if comp.model("fp32-cpu") is None:
         raise ValueError(f"the benchmark needs the FP32 model: {comp.fp32_reason}")
     models: dict[str, tuple[Any, str]] = {}
     for name, why in comp.availability().items():
@@ -294,7 +283,37 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
         elif name in want:
             notes.append(f"{name} skipped: {why}")
     sizes = dict(comp.sizes_mib)
-    probes = comp.probes()
+    _more_int8(comp, quant, want, models, sizes, notes)
+    with tempfile.TemporaryDirectory(prefix="quantqa-bench-") as tmp:
+        ort_sessions = _peers(comp, want, models, notes, Path(tmp)) if peers else {}
+        wanted = [v for v in list(CPU_VARIANTS + GPU_VARIANTS + PEERS)
+                  if (v in models or v in ort_sessions) and v in want]
+        rows = _time_lengths(comp, seq_lens, wanted, models, ort_sessions, runs, warmup, progress, notes)
+    machine = env.machine_info()
+    machine["engine_choice"] = comp.engine_choice.describe()
+    if comp.static_info():
+        notes.append(f"int8-static-cpu: {comp.static_info()}")
+    return BenchReport(comp.model_id, runs, warmup, rows, machine, notes, sizes, startup_s)
+
+
+def _wanted(variants, static: bool, static_variant: str) -> set[str]:
+    order = list(CPU_VARIANTS + GPU_VARIANTS + PEERS)
+    if variants:
+        unknown = [v for v in variants if v not in order]
+        if unknown:
+            raise ValueError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(order)} "
+                             "(python -m quant bench --list-variants)")
+    want = set(variants or order)
+    if not static:
+        want.discard(static_variant)
+    return want
+
+
+def _more_int8(comp, quant: QuantConfig, want: set, models: dict, sizes: dict, notes: list[str]) -> None:
+    """The INT8 rows beyond the app's card: 8-bit embeddings, the other weight granularity, eager INT8, traced FP32."""
+    from .size import state_dict_mib
+
+    fp32, probes = comp.model("fp32-cpu"), comp.probes()
 
     def maybe_trace(m, name):
         if not quant.torchscript:
@@ -325,23 +344,31 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
             models["int8-eager-cpu"] = (comp.int8_eager, "cpu")
         if "fp32-jit-cpu" in want:
             models["fp32-jit-cpu"] = (maybe_trace(fp32, "fp32-jit-cpu"), "cpu")
-    tmp = tempfile.TemporaryDirectory(prefix="quantqa-bench-")
-    ort_sessions = {}
-    if peers and want & {"ort-fp32", "ort-int8", "ort-int8-opt"}:
+
+
+def _peers(comp, want: set, models: dict, notes: list[str], tmp: Path) -> dict:
+    """ONNX Runtime sessions (returned) and the torchao row (into `models`), each skipped with a note on failure."""
+    fp32 = comp.model("fp32-cpu")
+    sessions = {}
+    if want & {"ort-fp32", "ort-int8", "ort-int8-opt"}:
         try:
-            ort_sessions = _ort_sessions(fp32, comp.threads, Path(tmp.name), notes)
+            sessions = _ort_sessions(fp32, comp.threads, tmp, notes)
         except Exception as exc:  # an exporter or ORT failure must not sink the whole bench
             notes.append(f"ONNX Runtime rows skipped: {type(exc).__name__}: {first_line(exc, 200)}")
-    if peers and "torchao-int8" in want:
+    if "torchao-int8" in want:
         try:
             ao = _torchao_model(fp32, notes)
             if ao is not None:
                 models["torchao-int8"] = (ao, "cpu")
         except Exception as exc:
             notes.append(f"torchao row skipped: {type(exc).__name__}: {first_line(exc, 200)}")
-    wanted = [v for v in order if (v in models or v in ort_sessions) and v in want]
+    return sessions
+
+
+def _time_lengths(comp, seq_lens, wanted, models, ort_sessions, runs, warmup, progress, notes) -> list[Row]:
+    """At each sequence length, every wanted variant timed interleaved on the same synthetic input."""
+    fp32, tok = comp.model("fp32-cpu"), comp.tokenizer
     settle = {v: ORT_SETTLE_S for v in wanted if v in ort_sessions}
-    tok = comp.tokenizer
     rows: list[Row] = []
     bar = None
     if progress:
@@ -372,23 +399,26 @@ def run_bench(model_id: str, seq_lens=(64, 160, 384), runs: int = 20, warmup: in
                     done[0] = n
 
             res = measure_interleaved(fns, runs=runs, warmup=warmup, on_step=step, settle_s=settle, seed=s)
-            base = res.get("fp32-cpu", (None,))[0]
-            ref = _logits(res["fp32-cpu"][1]) if "fp32-cpu" in res else None
-            for v in wanted:
-                stats, out, err = res[v]
-                if err is not None:
-                    notes.append(f"{v} at {s} tokens failed: {type(err).__name__}: {first_line(err, 200)}")
-                    continue
-                got = _logits(out)
-                db = sqnr_db(ref, got) if ref is not None and got is not None and v != "fp32-cpu" else None
-                rows.append(Row(v, s, stats.median, stats.p90, base.median / stats.median if base else None,
-                                None if db is None or db == float("inf") else db))
+            rows += _rows_at(s, wanted, res, notes)
     finally:
         if bar:
             bar.close()
-        tmp.cleanup()
-    machine = env.machine_info()
-    machine["engine_choice"] = comp.engine_choice.describe()
-    if comp.static_info():
-        notes.append(f"int8-static-cpu: {comp.static_info()}")
-    return BenchReport(comp.model_id, runs, warmup, rows, machine, notes, sizes, startup_s)
+    return rows
+
+
+def _rows_at(s: int, wanted, res: dict, notes: list[str]) -> list[Row]:
+    from .metrics import sqnr_db
+
+    base = res.get("fp32-cpu", (None,))[0]
+    ref = _logits(res["fp32-cpu"][1]) if "fp32-cpu" in res else None
+    rows = []
+    for v in wanted:
+        stats, out, err = res[v]
+        if err is not None:
+            notes.append(f"{v} at {s} tokens failed: {type(err).__name__}: {first_line(err, 200)}")
+            continue
+        got = _logits(out)
+        db = sqnr_db(ref, got) if ref is not None and got is not None and v != "fp32-cpu" else None
+        rows.append(Row(v, s, stats.median, stats.p90, base.median / stats.median if base else None,
+                        None if db is None or db == float("inf") else db))
+    return rows

@@ -3,9 +3,9 @@
 `compare` tokenizes once, times all variants interleaved on the same inputs
 (thread count chosen for the machine as it is now: threads.py), and decodes
 each variant's logits with the same span search; `predict` runs each variant
-once (evaluation). `Comparator` is the thin class the app, the CLI and the
-tests hold: a `ModelSet` with these operations (and `inspect`, inspection.py)
-as methods. The app and the CLI both call it, so they never disagree.
+once (evaluation). Both are functions of a ready `ModelSet`, as are
+inspection.inspect_question and evaluate.evaluate; the app and the CLI call the
+same ones, so they never disagree.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 import torch
 
-from .inputs import MAX_WARMUP, MAX_WINDOW_RUNS, WINDOW_BATCH, InputError, check_inputs, check_int, first_line
-from .qa import Encoded, best_span
+from . import gpu
+from .inputs import MAX_WARMUP, MAX_WINDOW_RUNS, InputError, check_inputs, check_int, first_line
+from .qa import Encoded, best_span, run_windows
 from .threads import ThreadChoice, choose_threads
 from .timing import LatencyStats, measure_interleaved, time_once
 from .variants import DEFAULT_VARIANTS, EXTRA_VARIANTS, LABELS, STATIC_VARIANT, ModelSet, _Variant, short_name
@@ -74,6 +75,7 @@ class Comparison:
     runs_why: str = ""  # why fewer runs than requested, when so
     measured_at: float = 0.0  # time.time() when the timed runs ended
     recipes: dict[str, str] = field(default_factory=dict)  # INT8 variant -> its recipe, for the cards
+    degraded: list[str] = field(default_factory=list)  # why these numbers are not the machine's usual (shared briefly)
 
     def result(self, variant: str) -> VariantResult | None:
         return next((r for r in self.results if r.variant == variant), None)
@@ -100,22 +102,9 @@ class Comparison:
             "notes": self.notes,
             "measured_at": round(self.measured_at, 3),
             "recipes": self.recipes,
+            "degraded": self.degraded,
             "timing_s": {"model": round(self.model_s, 4), "compare": round(self.total_s, 4)},
         }
-
-
-def run_windows(model, inputs: dict[str, torch.Tensor], batch: int = WINDOW_BATCH):
-    """Forward all windows, `batch` at a time (bounded memory) -> (start_logits, end_logits), each (W, T)."""
-    n = next(iter(inputs.values())).shape[0]
-    if n <= batch:
-        out = model(**inputs)
-        return out.start_logits, out.end_logits
-    starts, ends = [], []
-    for i in range(0, n, batch):
-        out = model(**{k: v[i:i + batch] for k, v in inputs.items()})
-        starts.append(out.start_logits)
-        ends.append(out.end_logits)
-    return torch.cat(starts), torch.cat(ends)
 
 
 def decode(variant: str, logits, enc: Encoded, context: str, latency: LatencyStats | None) -> VariantResult:
@@ -180,19 +169,10 @@ def compare(models: ModelSet, context: str, question: str, runs: int = 10, warmu
     enc = enc or models.encode_checked(context, question)
     notes: list[str] = []
     runs = window_runs(runs, warmup, enc.n_windows, notes)
-    fns = {}
-    for n, v in vs.items():
-        if v.model is not None:
-            inputs = enc.to(v.device)  # tokenized once; copied to the device outside the timed region
-            fns[n] = (lambda m=v.model, x=inputs: run_windows(m, x), v.cuda)
-
-    def on_step(done: int, total: int) -> None:
-        if progress:
-            progress(done / total, f"timing {len(fns)} variants: {done}/{total} model calls")
-
+    fns = {n: (lambda m=v.model, x=enc.to(v.device): run_windows(m, x), v.cuda)  # copied to the device untimed
+           for n, v in vs.items() if v.model is not None}
     choice = threads or choose_threads(models.threads, models.threads_fixed)
     building = models.static_building()
-    t_model = time.perf_counter()
     stopped: list[str] = []
 
     def stop(done: int) -> bool:
@@ -201,15 +181,59 @@ def compare(models: ModelSet, context: str, question: str, runs: int = 10, warmu
             stopped.append(f"stopped after {done} of {runs} runs: {why}")
         return bool(why)
 
+    def on_step(done: int, total: int) -> None:
+        if progress:
+            progress(done / total, f"timing {len(fns)} variants: {done}/{total} model calls")
+
+    apart = [n for n in fns if n in gpu.GPU_VARIANTS] if gpu.runner() else []  # ZeroGPU: timed in its worker
+    t_model = time.perf_counter()
     with choice.applied() as watch:
-        timed = measure_interleaved(fns, runs=runs, warmup=warmup, on_step=on_step, stop=stop) if fns else {}
+        here = {n: f for n, f in fns.items() if n not in apart}
+        timed = measure_interleaved(here, runs=runs, warmup=warmup, on_step=on_step, stop=stop) if here else {}
     runs_done = min((st.runs for st, _, err in timed.values() if st is not None), default=runs)
+    if apart:
+        timed.update(_time_apart(models, apart, enc, runs_done, warmup))
     model_s = time.perf_counter() - t_model
+    degraded = _degraded(models, choice, watch, notes, building, bool(stopped or runs_why),
+                         f"timed with {runs_done} of {requested_runs or runs} runs: the line was long")
+    results = _results(names, vs, timed, enc, context, degraded)
+    return Comparison(models.model_id, context, question, results, dict(models.sizes_mib), choice.n, models.engine,
+                      enc.n_windows, enc.n_tokens, runs_done, notes, model_s, time.perf_counter() - t_start,
+                      threads_why=choice.why, runs_requested=requested_runs or runs,
+                      runs_why=stopped[0] if stopped else runs_why,
+                      measured_at=time.time(), recipes={v: r for v, r in models.recipes().items() if v in names},
+                      degraded=degraded)
+
+
+def _time_apart(models: ModelSet, names: list[str], enc: Encoded, runs: int, warmup: int) -> dict:
+    """The CUDA variants timed by the installed GPU runner (a ZeroGPU worker; see gpu.py), as measure_interleaved
+    reports them."""
+    try:
+        got = gpu.runner()(models.model_id, names, dict(enc.inputs), runs, warmup)
+    except Exception as exc:  # no GPU granted, the worker failed: those cards say so, the others stand
+        return {n: (None, None, exc) for n in names}
+    return {n: (stats, logits, None if err is None else RuntimeError(err)) for n, (stats, logits, err) in got.items()}
+
+
+def _degraded(models: ModelSet, choice: ThreadChoice, watch, notes: list[str], building: bool, cut: bool,
+              cut_why: str) -> list[str]:
+    """Why these numbers are not the machine's usual (and the notes the card shows for them)."""
+    degraded = [cut_why] if cut else []
     if building or models.static_building():
         notes.append("Static INT8 was being compiled in the background during this measurement: every latency here "
                      "is inflated by it (the compiler used the same cores).")
+        degraded.append("static INT8 was being compiled meanwhile")
     if watch.note:
         notes.append(watch.note)
+        degraded.append("other processes were busy")
+    elif choice.n < models.threads and not models.threads_fixed:
+        degraded.append(f"{choice.n} thread{'s' if choice.n > 1 else ''} instead of {models.threads}: "
+                        "other processes were busy")
+    return degraded
+
+
+def _results(names, vs, timed, enc: Encoded, context: str, degraded: list[str]) -> list[VariantResult]:
+    """Each variant's decoded answer and latency (or why it could not run), with its speed-up over FP32."""
     results = []
     for n in names:
         v = vs[n]
@@ -224,35 +248,15 @@ def compare(models: ModelSet, context: str, question: str, runs: int = 10, warmu
                 except Exception:
                     pass
             results.append(VariantResult(n, False, f"{type(err).__name__} during this request: {first_line(err)}"))
+            degraded.append(f"{n} failed")
             continue
         results.append(decode(n, out, enc, context, stats))
     base = next((r for r in results if r.variant == BASELINE and r.latency), None)
     for r in results:
         if base and r.latency:
             r.speedup = base.latency.median / r.latency.median
-    return Comparison(models.model_id, context, question, results, dict(models.sizes_mib), choice.n, models.engine,
-                      enc.n_windows, enc.n_tokens, runs_done, notes, model_s, time.perf_counter() - t_start,
-                      threads_why=choice.why, runs_requested=requested_runs or runs,
-                      runs_why=stopped[0] if stopped else runs_why,
-                      measured_at=time.time(), recipes={v: r for v, r in models.recipes().items() if v in names})
+    return results
 
 
-class Comparator(ModelSet):
-    """A `ModelSet` with its operations as methods: what the app, the CLI and the tests hold."""
-
-    def compare(self, context: str, question: str, runs: int = 10, warmup: int = 1, variants=None,
-                progress: Callable[[float, str], None] | None = None, **kw) -> Comparison:
-        return compare(self, context, question, runs, warmup, variants, progress, **kw)
-
-    def predict(self, context: str, question: str, variants=None) -> dict[str, VariantResult]:
-        return predict(self, context, question, variants)
-
-    def inspect(self, context: str, question: str, keep_least_precise: int = 0, runs: int = 5,
-                warmup: int = 1) -> dict[str, Any]:
-        from .inspection import inspect_question
-
-        return inspect_question(self, context, question, keep_least_precise, runs, warmup)
-
-
-__all__ = ["Comparator", "Comparison", "VariantResult", "LABELS", "DEFAULT_VARIANTS", "EXTRA_VARIANTS",
+__all__ = ["Comparison", "VariantResult", "LABELS", "DEFAULT_VARIANTS", "EXTRA_VARIANTS",
            "STATIC_VARIANT", "InputError", "ModelSet", "run_windows", "short_name", "compare", "predict", "decode"]

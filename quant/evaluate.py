@@ -134,6 +134,7 @@ def parse_squad(obj: Any, limit: int | None = None, source: str = "the file") ->
                 for n, a in enumerate(answers):
                     if not isinstance(a, dict) or not isinstance(a.get("text"), str):
                         raise SquadFormatError(f"{source}: {w}.answers[{n}] needs a 'text' string")
+                    _check_answer_start(a, ctx, f"{source}: {w}.answers[{n}]")
                     texts.append(a["text"])
                 impossible = bool(qa.get("is_impossible", False))
                 if not texts and not impossible and "is_impossible" not in qa:
@@ -144,6 +145,21 @@ def parse_squad(obj: Any, limit: int | None = None, source: str = "the file") ->
     if not out:
         raise SquadFormatError(f"{source}: no questions found")
     return out
+
+
+def _check_answer_start(answer: dict, context: str, where: str) -> None:
+    """An answer's `answer_start`, when given, must be a character offset into its passage where its text is."""
+    if "answer_start" not in answer:
+        return
+    start, text = answer["answer_start"], answer["text"]
+    if isinstance(start, bool) or not isinstance(start, int):
+        raise SquadFormatError(f"{where}.answer_start must be a whole number, not {start!r}")
+    if not 0 <= start < max(len(context), 1) or start + len(text) > len(context):
+        raise SquadFormatError(f"{where}.answer_start {start} (with its {len(text)}-character text) is outside its "
+                               f"passage ({len(context)} characters)")
+    if context[start:start + len(text)] != text:
+        raise SquadFormatError(f"{where}: the text {text[:40]!r} is not at answer_start {start} (the passage has "
+                               f"{context[start:start + len(text)][:40]!r} there)")
 
 
 def load_squad(path: str | Path, limit: int | None = None) -> list[Example]:
@@ -160,6 +176,8 @@ def load_squad(path: str | Path, limit: int | None = None) -> list[Example]:
         raise SquadFormatError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise SquadFormatError(f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+    except RecursionError:  # "[[[[...]]]]": Python's JSON parser recurses once per level
+        raise SquadFormatError(f"{path.name} is nested too deeply to be a SQuAD file") from None
     return parse_squad(obj, limit=limit, source=path.name)
 
 
@@ -221,6 +239,8 @@ class EvalReport:
     skipped: list[str] = field(default_factory=list)  # question ids that could not be run, with reason
     unavailable: dict[str, str] = field(default_factory=dict)
     agreements: dict[str, Agreement] = field(default_factory=dict)  # every variant but FP32 · CPU
+    threads: int | None = None  # the thread count every forward ran with
+    threads_why: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -237,6 +257,8 @@ class EvalReport:
             "agreement_by_variant": {v: a.to_dict() for v, a in self.agreements.items()},
             "skipped": self.skipped,
             "unavailable": self.unavailable,
+            "threads": self.threads,
+            "threads_why": self.threads_why,
         }
 
     def table(self) -> str:
@@ -275,67 +297,82 @@ def _snippet(context: str, start: int, end: int, width: int = 80) -> str:
     return ("…" if a else "") + context[a:b] + ("…" if b < len(context) else "")
 
 
-def evaluate(comparator, examples: list[Example], progress: Callable[[int, int], None] | None = None) -> EvalReport:
-    """Score every runnable variant of `comparator` on `examples`."""
+def evaluate(comparator, examples: list[Example], progress: Callable[[int, int], None] | None = None,
+             check: Callable[[], None] | None = None) -> EvalReport:
+    """Score every runnable variant of `comparator` on `examples`. check(): called before each question (the
+    line's safe point: it may pause this work for others' turns, or stop it)."""
+    from .compare import predict
     from .inputs import InputError
 
     avail = comparator.availability()
     variants = [v for v, why in avail.items() if why is None]
-    unavailable = {v: why for v, why in avail.items() if why is not None}
-    em = {v: [] for v in variants}
-    f1 = {v: [] for v in variants}
-    kinds: list[bool] = []
-    secs = {v: 0.0 for v in variants}
-    others = [v for v in variants if v != "fp32-cpu"] if "fp32-cpu" in variants else []
-    same = {v: 0 for v in others}
-    diffs: dict[str, list[float]] = {v: [] for v in others}
-    dis: dict[str, list[Disagreement]] = {v: [] for v in others}
-    skipped: list[str] = []
+    tally = _Tally(variants)
     for n, ex in enumerate(examples, 1):
+        if check is not None:
+            check()
         try:
-            preds = comparator.predict(ex.context, ex.question, variants=variants)
+            tally.add(ex, predict(comparator, ex.context, ex.question, variants=variants))
         except InputError as exc:  # the per-passage bound (characters, windows), a question too long
-            skipped.append(f"{ex.qid}: {exc}")
-            if progress:
-                progress(n, len(examples))
-            continue
-        kinds.append(ex.impossible)
-        for v, p in preds.items():
-            secs[v] += p.latency.median / 1e3
-            e, f = score(ex, p.answer)
-            em[v].append(e)
-            f1[v].append(f)
-        a = preds.get("fp32-cpu")
-        for v in others:
-            b = preds[v]
-            diffs[v].append(abs(a.score - b.score))
-            if (a.start, a.end) == (b.start, b.end):
-                same[v] += 1
-            else:
-                dis[v].append(Disagreement(ex.qid, ex.question, _snippet(ex.context, min(a.start, b.start),
-                                                                         max(a.end, b.end)), a.answer, b.answer,
-                                           ex.answers[0] if ex.answers else ""))
+            tally.skipped.append(f"{ex.qid}: {exc}")
         if progress:
             progress(n, len(examples))
-    agreements = {v: Agreement(v, len(diffs[v]), same[v], sum(diffs[v]) / len(diffs[v]) if diffs[v] else 0.0, dis[v])
-                  for v in others}
-
-    def pct(xs):
-        return 100.0 * sum(xs) / len(xs) if xs else 0.0
-
-    def subset(v, want_impossible):
-        idx = [i for i, k in enumerate(kinds) if k == want_impossible]
-        return {"exact_match": round(pct([em[v][i] for i in idx]), 2),
-                "f1": round(pct([f1[v][i] for i in idx]), 2), "n": len(idx)}
-
-    mixed = any(kinds) and not all(kinds)  # a v2.0 file with both kinds: report each
-    results = [VariantScore(v, pct(em[v]), pct(f1[v]), len(em[v]), secs[v],
-                            subset(v, False) if mixed else None, subset(v, True) if mixed else None)
-               for v in variants]
+    agreements = tally.agreements()
     int8 = agreements.get("int8-cpu")
-    return EvalReport(comparator.model_id, results, int8.percent if int8 and int8.n else None,
+    return EvalReport(comparator.model_id, tally.scores(), int8.percent if int8 and int8.n else None,
                       int8.mean_abs_score_diff if int8 and int8.n else None, int8.disagreements if int8 else [],
-                      skipped, unavailable, agreements)
+                      tally.skipped, {v: why for v, why in avail.items() if why is not None}, agreements)
+
+
+class _Tally:
+    """Per variant, question by question: EM, F1, model seconds; and against FP32: same span, score difference."""
+
+    def __init__(self, variants: list[str]):
+        self.variants = variants
+        self.em: dict[str, list[int]] = {v: [] for v in variants}
+        self.f1: dict[str, list[float]] = {v: [] for v in variants}
+        self.secs = {v: 0.0 for v in variants}
+        self.kinds: list[bool] = []  # unanswerable?
+        self.others = [v for v in variants if v != "fp32-cpu"] if "fp32-cpu" in variants else []
+        self.same = {v: 0 for v in self.others}
+        self.diffs: dict[str, list[float]] = {v: [] for v in self.others}
+        self.dis: dict[str, list[Disagreement]] = {v: [] for v in self.others}
+        self.skipped: list[str] = []
+
+    def add(self, ex: Example, preds: dict) -> None:
+        self.kinds.append(ex.impossible)
+        for v, p in preds.items():
+            self.secs[v] += p.latency.median / 1e3
+            e, f = score(ex, p.answer)
+            self.em[v].append(e)
+            self.f1[v].append(f)
+        a = preds.get("fp32-cpu")
+        for v in self.others:
+            b = preds[v]
+            self.diffs[v].append(abs(a.score - b.score))
+            if (a.start, a.end) == (b.start, b.end):
+                self.same[v] += 1
+            else:
+                self.dis[v].append(Disagreement(ex.qid, ex.question, _snippet(ex.context, min(a.start, b.start),
+                                                                              max(a.end, b.end)),
+                                                a.answer, b.answer, ex.answers[0] if ex.answers else ""))
+
+    def agreements(self) -> dict[str, Agreement]:
+        return {v: Agreement(v, len(d), self.same[v], sum(d) / len(d) if d else 0.0, self.dis[v])
+                for v, d in self.diffs.items()}
+
+    def scores(self) -> list[VariantScore]:
+        def pct(xs):
+            return 100.0 * sum(xs) / len(xs) if xs else 0.0
+
+        def subset(v, want_impossible):
+            idx = [i for i, k in enumerate(self.kinds) if k == want_impossible]
+            return {"exact_match": round(pct([self.em[v][i] for i in idx]), 2),
+                    "f1": round(pct([self.f1[v][i] for i in idx]), 2), "n": len(idx)}
+
+        mixed = any(self.kinds) and not all(self.kinds)  # a v2.0 file with both kinds: report each
+        return [VariantScore(v, pct(self.em[v]), pct(self.f1[v]), len(self.em[v]), self.secs[v],
+                             subset(v, False) if mixed else None, subset(v, True) if mixed else None)
+                for v in self.variants]
 
 
 def run_eval(model_id: str, examples: list[Example], *, threads=None, quant=None, static: bool = False,
@@ -343,9 +380,9 @@ def run_eval(model_id: str, examples: list[Example], *, threads=None, quant=None
     """CLI entry: build the comparator, evaluate with a progress bar on stderr."""
     import sys
 
-    from .compare import DEFAULT_VARIANTS, STATIC_VARIANT, Comparator
+    from .variants import DEFAULT_VARIANTS, STATIC_VARIANT, ModelSet
 
-    comp = Comparator(model_id, threads=threads, quant=quant, variants=DEFAULT_VARIANTS + ((STATIC_VARIANT,) if static else ()),
+    comp = ModelSet(model_id, threads=threads, quant=quant, variants=DEFAULT_VARIANTS + ((STATIC_VARIANT,) if static else ()),
                       log=lambda m: print(m, file=sys.stderr, flush=True))
     bar = None
     if progress:

@@ -135,3 +135,29 @@ def pareto_figure(d: dict, target: float | None = None):
                       xaxis_title="median latency (ms, lower is better)", yaxis_title="same answer as FP32 (%)",
                       margin={"l": 60, "r": 20, "t": 50, "b": 50}, legend={"orientation": "h", "y": -0.2})
     return fig
+
+
+def latency_figure(d: dict):
+    """The Compare page's latency chart: one bar per variant in its card's colour (the cards' order), the median as
+    the bar and the p90 as a whisker above it, the y axis with room above the tallest whisker (never under the
+    title). `d`: a comparison dict."""
+    import plotly.graph_objects as go
+
+    from .render import COLORS
+    from .variants import LABELS
+
+    rows = [r for r in d.get("results", []) if r.get("available") and r.get("latency_ms")]
+    fig = go.Figure(go.Bar(
+        x=[LABELS.get(r["variant"], r["variant"]) for r in rows], y=[r["latency_ms"]["median"] for r in rows],
+        marker_color=[COLORS.get(r["variant"], "#6b7280") for r in rows],
+        error_y={"type": "data", "symmetric": False, "array": [r["latency_ms"]["p90"] - r["latency_ms"]["median"]
+                                                               for r in rows], "arrayminus": [0] * len(rows),
+                 "color": "#374151", "thickness": 1.2, "width": 6},
+        text=[f"{r['latency_ms']['median']:.1f} ms" for r in rows], textposition="inside", insidetextanchor="end",
+        hovertemplate="<b>%{x}</b><br>median %{y:.2f} ms<br>p90 %{customdata:.2f} ms<extra></extra>",
+        customdata=[r["latency_ms"]["p90"] for r in rows]))
+    top = max([r["latency_ms"]["p90"] for r in rows] or [1.0])
+    fig.update_layout(title={"text": "Latency: median (bar) and p90 (whisker), ms", "font": {"size": 14}},
+                      height=200, margin={"l": 50, "r": 10, "t": 36, "b": 26}, showlegend=False,
+                      yaxis={"range": [0, top * 1.2], "title": "ms"}, bargap=0.35)
+    return fig

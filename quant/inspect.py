@@ -336,11 +336,3 @@ class Inspector:
 def least_precise(report: Report, k: int) -> list[str]:
     """Names of the `k` quantized layers with the lowest local SQNR in `report`."""
     return [x.name for x in report.worst(k)]
-
-
-def __getattr__(name: str):
-    if name == "MixedModels":  # moved to variants.py (it builds models); kept importable from here
-        from .variants import MixedModels
-
-        return MixedModels
-    raise AttributeError(name)

@@ -34,11 +34,11 @@ class LoadedModel:
 
 
 def cpu_count() -> int:
-    """Cores this process may run on (respects taskset / cgroup affinity)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    """Cores this process may use: its affinity (taskset, cpuset), or fewer when a cgroup CPU quota grants fewer
+    (a container limited to 2 CPUs on a 64-core host: 2)."""
+    from .threads import usable_cores
+
+    return usable_cores()
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -83,10 +83,13 @@ def looks_like_path(model_id: str) -> bool:
             or Path(model_id).expanduser().exists())
 
 
+def is_artifact(path: str | Path) -> bool:
+    """A folder written by `quantize --out`, `tune --out` or the page's download (artifact.py)."""
+    return (Path(path) / "quantqa.json").is_file()
+
+
 def source_kind(model_id: str) -> str:
     """'artifact' (a `quantize --out` folder), 'folder' (save_pretrained), 'missing' (a path that is not there) or 'hub'."""
-    from .quantize import is_artifact
-
     path = Path(model_id).expanduser()
     if path.exists():
         return "artifact" if is_artifact(path) else "folder"
@@ -122,6 +125,43 @@ def _hint(model_id: str) -> str:
             "with save_pretrained() (--model /path/to/folder)")
 
 
+HUB_RESOLVE_S = 3.0  # how long to wait for the hub's name to resolve before saying it cannot be reached
+
+
+def hub_unreachable(timeout: float = HUB_RESOLVE_S) -> str | None:
+    """Why the Hugging Face hub cannot be reached from here, or None when its name resolves.
+
+    Without this, an offline machine spends ~30 s in huggingface_hub's retries (5 per file, for two files) before
+    the same error; a name that does not resolve will not resolve on a retry."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    box: list = []
+
+    def resolve():
+        try:
+            socket.getaddrinfo(host, 443)
+            box.append(None)
+        except OSError as exc:
+            box.append(f"{host} does not resolve here ({exc.strerror or exc})")
+
+    t = threading.Thread(target=resolve, daemon=True)
+    t.start()
+    t.join(timeout)
+    return box[0] if box else f"{host} did not resolve within {timeout:g} s"
+
+
+def _cached_on_hub(model_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:
+        return False
+
+
 @functools.lru_cache(maxsize=4)
 def load_model(model_id: str = DEFAULT_MODEL) -> LoadedModel:
     """Tokenizer + FP32 QA model, `eval()`, on CPU. Cached: one load per id.
@@ -138,11 +178,19 @@ def load_model(model_id: str = DEFAULT_MODEL) -> LoadedModel:
         raise ModelLoadError(f"Cannot load model {model_id!r}: no such folder. Fix: {_hint(model_id)}.")
     if source_kind(model_id) == "artifact":
         raise ModelLoadError(f"Cannot load model {model_id!r} as FP32: it is an INT8 artifact folder; "
-                             "load it with quant.load_artifact() or pass it to Comparator / --model")
+                             "load it with quant.load_artifact() or pass it to ModelSet / --model")
     source = str(path) if path.exists() else model_id
+    local = path.exists()
+    if not local and os.environ.get("HF_HUB_OFFLINE") not in ("1", "true", "True"):
+        why = hub_unreachable()
+        if why is not None and not _cached_on_hub(model_id):
+            raise ModelLoadError(f"Cannot load model {model_id!r}: the Hugging Face hub cannot be reached: {why}, "
+                                 f"and the model is not in the local hub cache. Fix: pass a local folder saved "
+                                 f"with save_pretrained() (--model /path/to/folder), or connect and try again.")
+        local = why is not None  # in the cache: load it from there without a round of retries
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForQuestionAnswering.from_pretrained(source, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        model = AutoModelForQuestionAnswering.from_pretrained(source, dtype=torch.float32, local_files_only=local)
     except Exception as exc:  # OSError, ValueError, HTTP errors, bad json ...
         reason = str(exc).strip().splitlines()[0].rstrip(". ") if str(exc).strip() else type(exc).__name__
         if len(reason) > 240:

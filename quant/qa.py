@@ -19,13 +19,29 @@ and the SQuAD v2.0 null-score rule.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 
-from .inputs import InputError
+from .inputs import WINDOW_BATCH, InputError
+
+
+# A fast tokenizer is not safe to share between threads: transformers sets truncation and padding on the Rust
+# tokenizer before each call and resets them after, so a call made meanwhile from another thread runs with the
+# other call's settings. Seen in the app: a visitor's question-only call (no truncation) landed between another
+# visitor's "truncate to 384" and its encode, whose passage came back as one window of ~1,800 tokens; the static
+# INT8 package then read position 512+ and the process died (std::terminate from an OpenMP worker). Every call
+# into a tokenizer in quant goes through `tokenize`, one at a time.
+_TOKENIZER = threading.RLock()
+
+
+def tokenize(tokenizer, *args, **kwargs):
+    """`tokenizer(*args, **kwargs)`, one call at a time in this process (see the note above)."""
+    with _TOKENIZER:
+        return tokenizer(*args, **kwargs)
 
 
 class InputTooLong(InputError):
@@ -61,7 +77,12 @@ class Span:
 
 
 def encode(tokenizer, question: str, context: str, max_length: int = 384, stride: int = 128) -> Encoded:
-    """Tokenize once; passages longer than a window become overlapping windows."""
+    """Tokenize once; passages longer than a window become overlapping windows (none longer than `max_length`)."""
+    with _TOKENIZER:
+        return _encode(tokenizer, question, context, max_length, stride)
+
+
+def _encode(tokenizer, question: str, context: str, max_length: int, stride: int) -> Encoded:
     q_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
     room = max_length - q_tokens - tokenizer.num_special_tokens_to_add(pair=True)
     if room < 16:
@@ -81,7 +102,9 @@ def encode(tokenizer, question: str, context: str, max_length: int = 384, stride
         padding="longest",
         return_tensors="pt",
     )
-    n = enc["input_ids"].shape[0]
+    n, t = enc["input_ids"].shape
+    if t > max_length:  # never hand a model more positions than it has (a compiled kernel would abort the process)
+        raise RuntimeError(f"the tokenizer returned windows of {t} tokens for max_length {max_length}")
     seq_ids = np.array([[(-1 if s is None else s) for s in enc.sequence_ids(i)] for i in range(n)])
     offsets = enc["offset_mapping"].numpy().astype(np.int64)
     context_mask = seq_ids == 1
@@ -234,3 +257,17 @@ def best_span(start_logits, end_logits, offsets, context_mask, *, word_ids=None,
         return Span(0, 0, null, -1, null)
     c = top[0]
     return Span(c.start, c.end, c.score, c.window, null)
+
+
+def run_windows(model, inputs: dict[str, torch.Tensor], batch: int = WINDOW_BATCH):
+    """Forward all windows, `batch` at a time (bounded memory) -> (start_logits, end_logits), each (W, T)."""
+    n = next(iter(inputs.values())).shape[0]
+    if n <= batch:
+        out = model(**inputs)
+        return out.start_logits, out.end_logits
+    starts, ends = [], []
+    for i in range(0, n, batch):
+        out = model(**{k: v[i:i + batch] for k, v in inputs.items()})
+        starts.append(out.start_logits)
+        ends.append(out.end_logits)
+    return torch.cat(starts), torch.cat(ends)

@@ -31,9 +31,7 @@ import torch
 from torch import nn
 
 ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
-ARTIFACT_FORMAT = "quantqa-int8/1"
-ARTIFACT_WEIGHTS = "int8_state_dict.pt"
-ARTIFACT_MANIFEST = "quantqa.json"
+ARTIFACT_WEIGHTS = "int8_state_dict.pt"  # an INT8 artifact's weights file (artifact.py writes and reads them)
 
 
 @dataclass(frozen=True)
@@ -184,6 +182,21 @@ def quantize(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
         use_engine(config.engine)
     qmodel = _backend_quantize(copy.deepcopy(model), config.embeddings, config.per_channel, keep)
     return qmodel.eval()
+
+
+def quantize_per_token(model: nn.Module, keep_fp32=()) -> nn.Module:
+    """A new copy of `model` with torchao's dynamic INT8: int8 weights per output channel, an activation scale per
+    token, computed at each call (Int8DynamicActivationInt8WeightConfig). `keep_fp32`: Linear paths left float.
+    Eager; torch.compile it to run it as measured. Its state dict loads with `torch.load(weights_only=True)`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchao's import notices
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
+
+        m = copy.deepcopy(model).eval()
+        kept = set(keep_fp32)
+        quantize_(m, Int8DynamicActivationInt8WeightConfig(),
+                  filter_fn=lambda mod, fqn: isinstance(mod, nn.Linear) and fqn not in kept)
+    return m
 
 
 def count_quantized(model: nn.Module) -> dict[str, int]:
@@ -344,61 +357,3 @@ def choose_engine(requested: str = "auto", hidden: int = 768, intermediate: int 
     med = {e: statistics.median(s) for e, s in samples.items()}
     best = min(med, key=med.get)
     return EngineChoice(use_engine(best), "measured", med)
-
-
-# --------------------------------------------------------------------------- artifacts
-
-
-def save_artifact(qmodel: nn.Module, tokenizer, out_dir: str | Path, config: QuantConfig,
-                  engine: str, source_model: str, extra: dict | None = None) -> Path:
-    """Write config + tokenizer + INT8 state dict (+ a small manifest) to `out_dir`.
-
-    The weights file holds tensors only, so it loads with `torch.load(weights_only=True)`.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    qmodel.config.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    torch.save(qmodel.state_dict(), out / ARTIFACT_WEIGHTS)
-    src = Path(source_model).expanduser()
-    manifest = {
-        "format": ARTIFACT_FORMAT,
-        "source_model": str(src.resolve()) if src.exists() else source_model,
-        "quant_config": {**asdict(config), "keep_fp32": linear_names(qmodel)},  # the exact names left FP32
-        "layers": count_quantized(qmodel),
-        "engine": engine,
-        "torch": torch.__version__,
-        **(extra or {}),  # e.g. tune --recipes: {"chosen": "static", "static_keep_fp32": [...]}
-    }
-    (out / ARTIFACT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    return out
-
-
-def is_artifact(path: str | Path) -> bool:
-    return (Path(path) / ARTIFACT_MANIFEST).is_file()
-
-
-def load_artifact(path: str | Path):
-    """Load an INT8 artifact folder -> (tokenizer, int8 model, manifest).
-
-    Refuses anything that is not plain tensors (`weights_only=True`): a pickle
-    with code in it raises instead of running.
-    """
-    from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
-
-    path = Path(path)
-    manifest = json.loads((path / ARTIFACT_MANIFEST).read_text())
-    if manifest.get("format") != ARTIFACT_FORMAT:
-        raise ValueError(f"{path}: not a QuantQA INT8 artifact (format {manifest.get('format')!r})")
-    qc = QuantConfig.from_manifest(manifest["quant_config"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TypedStorage notice from quantized tensors
-        state = torch.load(path / ARTIFACT_WEIGHTS, map_location="cpu", weights_only=True)
-    if manifest.get("engine") in available_engines():
-        use_engine(manifest["engine"])
-    config = AutoConfig.from_pretrained(path)
-    skeleton = AutoModelForQuestionAnswering.from_config(config).eval()
-    qmodel = _backend_quantize(skeleton, qc.embeddings, qc.per_channel, resolve_keep_fp32(skeleton, qc.keep_fp32))
-    qmodel.load_state_dict(state, strict=True)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return tokenizer, qmodel.eval(), manifest

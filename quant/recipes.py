@@ -24,21 +24,27 @@ the Pareto front.
 
 from __future__ import annotations
 
-import copy
 import statistics
+import sys
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
+from .evaluate import Example
 from .inputs import first_line
 from .metrics import ratio_db
-from .quantize import quantize, trace_or_eager
+from .quantize import QuantConfig, quantize, quantize_per_token, trace_or_eager
+from .line import Abandoned, Cancelled, Overran
 from .size import state_dict_mib
 from .timing import measure_interleaved
+from .tune import QuestionSet, rank_layers, tune
 
+LINE_STOPS = (Abandoned, Cancelled, Overran)  # the line stopped the work: never "this recipe is unavailable"
+
+EXPORT_S = 30.0  # about how long static INT8's export + calibration takes on bert-base (2 cores); cannot pause
+COMPILE_S = 120.0  # ... and a compilation (static: ~77 s measured; per-token torch.compile: about a minute)
 RECIPES = ("dynamic-per-tensor", "dynamic-per-channel", "static", "dynamic-per-token")
 DESCRIPTIONS = {
     "dynamic-per-tensor": "dynamic INT8, per-tensor weight scales (the seed's recipe; torch.ao, traced)",
@@ -82,7 +88,8 @@ class RecipeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"recipes": [r.to_dict() for r in self.rows], "chosen": None if self.chosen is None else
-                {"recipe": self.chosen.recipe, "keep_fp32": self.chosen.keep_fp32}, "recipes_unavailable": self.unavailable}
+                {"recipe": self.chosen.recipe, "keep_fp32": self.chosen.keep_fp32}, "recipes_unavailable": self.unavailable,
+                "target_agreement": self.target_agreement, "n": self.n, "seq_len": self.seq_len}
 
     def table(self) -> str:
         lines = [f"recipes on {self.n} questions | target agreement {self.target_agreement:g}% | latency at "
@@ -112,8 +119,8 @@ class _Builder:
     """One recipe: `scoring(keep)` a model quick to build for the K search; `final(keep)` -> (model as shipped,
     size MiB, note)."""
 
-    def __init__(self, recipe: str, models, log: Callable[[str], None]):
-        self.recipe, self.models, self.log = recipe, models, log
+    def __init__(self, recipe: str, models, log: Callable[[str], None], check: Callable[..., None] | None = None):
+        self.recipe, self.models, self.log, self.check = recipe, models, log, check or _no_check
         self.fp32, self.tok = models.fp32_eager, models.tokenizer
 
     def _dynamic(self, keep, per_channel: bool):
@@ -128,20 +135,13 @@ class _Builder:
         if self.recipe == "static":
             from .static import convert
 
+            self.check(expect_s=EXPORT_S)  # export + calibration: cannot pause
             return convert(self.fp32, self.tok, max_length=self.models.max_length, keep_fp32=tuple(keep)).model(
                 self.tok.pad_token_id or 0)
         return self._per_token(keep)
 
     def _per_token(self, keep):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-
-            m = copy.deepcopy(self.fp32).eval()
-            kept = set(keep)
-            quantize_(m, Int8DynamicActivationInt8WeightConfig(),
-                      filter_fn=lambda mod, fqn: isinstance(mod, nn.Linear) and fqn not in kept)
-        return m
+        return quantize_per_token(self.fp32, keep)
 
     def final(self, keep):
         if self.recipe in ("dynamic-per-tensor", "dynamic-per-channel"):
@@ -151,14 +151,17 @@ class _Builder:
         if self.recipe == "static":
             from .static import build_static
 
+            self.check(expect_s=COMPILE_S)  # a compilation cannot pause: the line is told how long it takes
             m = build_static(self.fp32, self.tok, max_length=self.models.max_length, keep_fp32=tuple(keep),
                              source_id=self.models.model_id, log=self.log)
             return m, m.size_mib, ""
         eager = self._per_token(keep)
         size = state_dict_mib(eager)
         try:
+            self.check(expect_s=COMPILE_S)
             compiled = torch.compile(eager, dynamic=True)
-            with torch.inference_mode():
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torchao's tensor subclass and AOT autograd's cache notices
                 compiled(**self.models.probes()[0])  # compile now (~1 min on MiniLM), not inside the timing
             return compiled, size, "torch.compile (dynamic shapes); compiling took a minute"
         except Exception as exc:  # no compiler, an inductor failure: eager, said so
@@ -205,67 +208,176 @@ def find_k(score_k: Callable[[int], dict], target: float, limit: int) -> tuple[i
     return hi, at(hi)
 
 
+def _no_check(expect_s: float | None = None) -> None:
+    pass
+
+
 def compare_recipes(models, qs, ranking: list[tuple[str, float]], target: float, *, recipes=RECIPES,
                     max_keep: int | None = None, runs: int = 10, log: Callable[[str], None] | None = None,
                     progress: Callable[[str, int, int], None] | None = None,
-                    known_k: dict[str, int] | None = None) -> RecipeReport:
+                    known_k: dict[str, int] | None = None, check: Callable[..., None] | None = None) -> RecipeReport:
     """Score and time every recipe alone and with its K; see the module docstring. `qs`: tune.QuestionSet.
-    known_k: recipe -> K already found (tune's steps), used instead of a search."""
-    log = log or (lambda m: None)
-    progress = progress or (lambda what, i, n: None)
+    known_k: recipe -> K already found (tune's steps), used instead of a search. check(expect_s=None): the
+    line's safe point, called between questions, builds and timed rounds (it may pause this work or stop it)."""
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown:
         raise ValueError(f"unknown recipe(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
+    check = check or _no_check
+    qs.check = check
+    progress = progress or (lambda what, i, n: None)
     names = [n for n, _ in ranking]
     limit = len(names) if max_keep is None else min(max_keep, len(names))
-    candidates: list[tuple[str, list[str], dict]] = []
-    unavailable: dict[str, str] = {}
-    for i, recipe in enumerate(recipes):
-        b = _Builder(recipe, models, log)
-        try:
-            alone = _score(qs, b.scoring(()))
-        except Exception as exc:  # no torchao, no compiler, export failure: that recipe says why
-            unavailable[recipe] = f"{type(exc).__name__}: {first_line(exc, 200)}"
-            continue
-        candidates.append((recipe, [], alone))
-        if (known_k or {}).get(recipe):
-            candidates.append((recipe, names[:known_k[recipe]], {}))
-        elif alone["agreement"] < target and limit > 0:
-            k, _ = find_k(lambda k: _score(qs, b.scoring(names[:k])), target, limit)
-            candidates.append((recipe, names[:k], {}))
-        progress("recipes", i + 1, len(recipes))
-    rows, fns = [], {}
-    for j, (recipe, keep, _) in enumerate(candidates):
-        model, size, note = build_recipe(recipe, models, keep, log)
-        s = _score(qs, model)  # as shipped: the compiled package / traced model, not the search's stand-in
-        rows.append(RecipeResult(recipe, keep, s["agreement"], s["exact_match"], s["f1"], s["sqnr_db"], size, note=note))
-        fns[j] = (lambda m=model: m(**qs.timing_input), None)
-        progress("building", j + 1, len(candidates))
+    candidates, unavailable = _candidates(models, qs, names, target, recipes, limit, known_k or {},
+                                          log or (lambda m: None), progress, check)
+    rows, fns = _build_rows(models, qs, candidates, log or (lambda m: None), progress, check)
     fp32 = models.fp32_eager
     fns["fp32"] = (lambda: fp32(**qs.timing_input), None)
-    timed = measure_interleaved(fns, runs=runs, warmup=2)
+    timed = measure_interleaved(fns, runs=runs, warmup=2, on_step=lambda *_: check())
     for j, r in enumerate(rows):
         r.median_ms = timed[j][0].median if timed[j][0] else float("inf")
         r.meets = r.agreement >= target
     ref = _score(qs, fp32)
     rows.insert(0, RecipeResult("fp32", [], 100.0, ref["exact_match"], ref["f1"], float("inf"), state_dict_mib(fp32),
                                 timed["fp32"][0].median, meets=True))
+    mark_pareto(rows)
+    return RecipeReport(target, len(qs), qs.lengths[qs.median_index], rows, choose(rows[1:]), unavailable)
+
+
+def _candidates(models, qs, names, target, recipes, limit, known_k, log, progress, check):
+    """(recipe, layers kept in FP32, score) for each recipe alone and with its K; and the recipes that cannot run
+    here, with the reason."""
+    candidates: list[tuple[str, list[str], dict]] = []
+    unavailable: dict[str, str] = {}
+    for i, recipe in enumerate(recipes):
+        b = _Builder(recipe, models, log, check)
+        try:
+            alone = _score(qs, b.scoring(()))
+        except Exception as exc:  # no torchao, no compiler, export failure: that recipe says why
+            if isinstance(exc, LINE_STOPS):
+                raise
+            unavailable[recipe] = f"{type(exc).__name__}: {first_line(exc, 200)}"
+            continue
+        candidates.append((recipe, [], alone))
+        if known_k.get(recipe):
+            candidates.append((recipe, names[:known_k[recipe]], {}))
+        elif alone["agreement"] < target and limit > 0:
+            k, _ = find_k(lambda k: _score(qs, b.scoring(names[:k])), target, limit)
+            candidates.append((recipe, names[:k], {}))
+        progress("recipes", i + 1, len(recipes))
+    return candidates, unavailable
+
+
+def _build_rows(models, qs, candidates, log, progress, check):
+    """Each candidate built as shipped and scored: (rows, timing closures by row index)."""
+    rows, fns = [], {}
+    for j, (recipe, keep, _) in enumerate(candidates):
+        model, size, note = _Builder(recipe, models, log, check).final(tuple(keep))
+        s = _score(qs, model)  # as shipped: the compiled package / traced model, not the search's stand-in
+        rows.append(RecipeResult(recipe, keep, s["agreement"], s["exact_match"], s["f1"], s["sqnr_db"], size, note=note))
+        fns[j] = (lambda m=model: m(**qs.timing_input), None)
+        progress("building", j + 1, len(candidates))
+    return rows, fns
+
+
+def mark_pareto(rows: list[RecipeResult]) -> None:
+    """A row is on the Pareto front when no other row is at least as good on both agreement and latency and
+    better on one."""
     for r in rows:
         r.pareto = not any(o is not r and o.agreement >= r.agreement and o.median_ms <= r.median_ms and
                            (o.agreement > r.agreement or o.median_ms < r.median_ms) for o in rows)
-    meeting = [r for r in rows[1:] if r.meets]
-    chosen = min(meeting, key=lambda r: r.median_ms) if meeting else None
-    return RecipeReport(target, len(qs), qs.lengths[qs.median_index], rows, chosen, unavailable)
+
+
+def choose(rows: list[RecipeResult]) -> RecipeResult | None:
+    """The fastest row that meets the target, or None."""
+    meeting = [r for r in rows if r.meets]
+    return min(meeting, key=lambda r: r.median_ms) if meeting else None
 
 
 def recipe_report(models, examples, target: float, recipes=RECIPES, max_keep: int | None = 8,
-                  rank_questions: int = 8, progress: Callable[[str, int, int], None] | None = None) -> RecipeReport:
+                  rank_questions: int = 8, progress: Callable[[str, int, int], None] | None = None,
+                  check: Callable[..., None] | None = None) -> RecipeReport:
     """For the app: tokenize once, rank the layers (on `rank_questions` questions: minutes saved on bert-base),
-    compare the recipes."""
-    from .tune import QuestionSet, rank_layers
-
+    compare the recipes. check: the line's safe point (see compare_recipes)."""
     if not 0 < target <= 100:
         raise ValueError(f"the target agreement is a percentage in (0, 100]; got {target}")
     qs = QuestionSet(models, examples)
+    qs.check = check or _no_check
     ranking = rank_layers(models, qs, progress=progress, questions=rank_questions)
-    return compare_recipes(models, qs, ranking, target, recipes=recipes, max_keep=max_keep, progress=progress)
+    return compare_recipes(models, qs, ranking, target, recipes=recipes, max_keep=max_keep, progress=progress,
+                           check=check)
+
+
+def run_tune(model_id: str, examples: list[Example], target_agreement: float, *, rank_by: str = "logits",
+             max_keep: int | None = None, threads=None, quant: QuantConfig | None = None, out=None,
+             progress_bar: bool = True, recipes=None, set_name: str = "the question set") -> tuple[TuneReport, Any]:
+    """CLI entry: build the model set, tune with progress bars on stderr, optionally compare `recipes`, and write
+    the chosen model as an artifact folder (artifact.py: any recipe, with its model card) to `out`. Returns
+    (tune report, recipe report or None)."""
+    from .variants import ModelSet
+
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    comp = ModelSet(model_id, threads=threads, quant=quant, variants=("fp32-cpu", "int8-cpu"), log=log)
+    bars = _Bars(progress_bar)
+    rec = None
+    try:
+        qs = QuestionSet(comp, examples)
+        report, model = tune(comp, examples, target_agreement, rank_by=rank_by, max_keep=max_keep, progress=bars,
+                             qs=qs)
+        if recipes:
+            stepped = "dynamic-per-channel" if comp.quant.per_channel else "dynamic-per-tensor"  # what tune stepped
+            found = len(report.steps[-1].keep_fp32) - len(comp.quant.keep_fp32)
+            rec = compare_recipes(comp, qs, report.ranking, target_agreement, recipes=recipes, max_keep=max_keep,
+                                  log=log, progress=bars,
+                                  known_k={stepped: found} if report.target_met and found else None)
+    finally:
+        bars.close()
+    if out is not None:
+        report.out = write_choice(out, comp, report, rec, model, set_name, log)
+    return report, rec
+
+
+class _Bars:
+    """tqdm bars on stderr, one per phase (ranking, steps, recipes, building)."""
+
+    def __init__(self, on: bool):
+        self.on, self.bars = on, {}
+
+    def __call__(self, what: str, i: int, n: int) -> None:
+        if not self.on:
+            return
+        from tqdm import tqdm
+
+        if what not in self.bars:
+            self.close()
+            self.bars[what] = tqdm(total=n, desc=f"tune: {what}", unit="layer" if what == "ranking" else "step",
+                                   file=sys.stderr, leave=False)
+        self.bars[what].n = i
+        self.bars[what].refresh()
+
+    def close(self) -> None:
+        for b in self.bars.values():
+            b.close()
+
+
+def write_choice(out, models, report: TuneReport, rec: RecipeReport | None, model, set_name: str, log) -> str | None:
+    """The chosen recipe (with recipes) or tune's last step as an artifact folder, with what was measured of it."""
+    from . import artifact, env
+
+    cpu = env.cpu_name()
+    if rec is not None:
+        if rec.chosen is None:
+            log(f"[quantqa] --out: no recipe met {rec.target_agreement:g}%: nothing written")
+            return None
+        fp32 = rec.rows[0].to_dict()
+        measured = artifact.measurement(rec.chosen.to_dict(), fp32, set_name=set_name, n=rec.n, seq_len=rec.seq_len,
+                                        cpu=cpu, threads=models.threads)
+        return str(artifact.write(out, models, rec.chosen.recipe, rec.chosen.keep_fp32, measured=measured, log=log))
+    last, f = report.steps[-1], report.fp32
+    row = {"agreement": last.agreement, "exact_match": last.exact_match, "f1": last.f1, "median_ms": last.median_ms,
+           "size_mib": last.size_mib, "sqnr_db": last.logits_sqnr_db}
+    measured = artifact.measurement(row, {"exact_match": f["exact_match"], "f1": f["f1"], "median_ms": f["median_ms"],
+                                          "size_mib": f["size_mib"]}, set_name=set_name, n=report.n,
+                                    seq_len=report.seq_len, cpu=cpu, threads=models.threads)
+    recipe = "dynamic-per-channel" if models.quant.per_channel else "dynamic-per-tensor"
+    return str(artifact.write_dynamic(out, model, models.tokenizer, recipe, source_model=models.model_id,
+                                      engine=models.engine, measured=measured))

@@ -57,7 +57,7 @@ def md_text(s: str, keep_edges: bool = False) -> str:
     core = " ".join(s.split())
     if keep_edges and core:
         core = (" " if s[:1].isspace() else "") + core + (" " if s[-1:].isspace() else "")
-    s = html.escape(core, quote=True)
+    s = html.escape(core, quote=False)  # < > & only: an escaped quote (&#x27;) would be broken by the \# below
     return "".join("\\" + c if c in "\\`*_{}[]()#+-.!|~>" else c for c in s)
 
 
@@ -158,6 +158,8 @@ def measurement_markdown(d: dict) -> str:
                     " — not for you just now")
         if shared.get("joined"):
             head += "; you waited for that measurement instead of starting your own"
+        if shared.get("degraded"):
+            head += f" — **shared only briefly: {md_text(shared['degraded'])}**"
         parts.append(head)
     else:
         parts.append("Measured just now for you")
@@ -308,3 +310,28 @@ def recipe_frames(d: dict, target: float):
     unavailable = d.get("recipes_unavailable") or {}
     summary += "".join(f"\n\n<sub>{md_text(k)} unavailable here: {md_text(v)}</sub>" for k, v in unavailable.items())
     return pd.DataFrame(rows), summary
+
+
+def comparison_markdown(d: dict, machine: str = "") -> str:
+    """The comparison as a Markdown table, for a report or a pull request (answers Markdown-inert)."""
+    def cell(s: str) -> str:
+        return (s or "").replace("|", "\\|").replace("\n", " ")
+
+    runs = d.get("runs") or {}
+    head = [f"**{cell(d.get('question', ''))}** — {d.get('model', '')}, {d.get('windows', 1)} window(s) of "
+            f"{d.get('tokens_per_window', '?')} tokens, {runs.get('done', '?')} timed runs per variant, "
+            f"{d.get('threads', '?')} threads" + (f", {machine}" if machine else ""), "",
+            "| variant | answer | median ms | p90 ms | × FP32 | recipe |", "|---|---|---|---|---|---|"]
+    for r in d["results"]:
+        label = LABELS.get(r["variant"], r["variant"])
+        if not r.get("available"):
+            head.append(f"| {label} | not available: {cell(r.get('reason', ''))} | | | | |")
+            continue
+        lat = r.get("latency_ms") or {}
+        head.append(f"| {label} | {cell(r['answer']) or '(no answer)'} | {lat.get('median', 0):.1f} | {lat.get('p90', 0):.1f} | "
+                    f"{(r.get('speedup') or 0):.2f} | {cell(d.get('recipes', {}).get(r['variant'], ''))} |")
+    sizes = d.get("sizes_mib") or {}
+    if sizes.get("fp32") and sizes.get("int8"):
+        head += ["", f"Size: FP32 {sizes['fp32']:.1f} MiB, INT8 {sizes['int8']:.1f} MiB"
+                 + (f", INT8 static {sizes['int8_static']:.1f} MiB" if sizes.get("int8_static") else "") + "."]
+    return "\n".join(head) + "\n"

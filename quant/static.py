@@ -23,7 +23,7 @@ Cache: `<cache>/<key>.pt2` + `<key>.json` (+ `<key>.probes.pt`, the parity
 references), key = sha256 of the FP32 weights, config, tokenizer, recipe
 version, calibration texts, torch/torchao versions and CPU flags. A warm start
 loads the package (~0.4 s for bert-base) and re-checks it on the stored probes.
-Default cache: $QUANTQA_CACHE or ~/.cache/quantqa.
+Default cache: $QUANTQA_CACHE, else /data/quantqa where a Space has persistent storage, else ~/.cache/quantqa.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from torch import nn
 
 from .inputs import first_line
 from .metrics import sqnr_db
+from .qa import tokenize
 from .quantize import _Positional, _QAOutput
 from .size import graph_state_mib
 
@@ -54,8 +55,15 @@ INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "examples.json"
 
 
-def default_cache() -> Path:
-    return Path(os.environ.get("QUANTQA_CACHE", Path.home() / ".cache" / "quantqa")) / "static"
+def default_cache(data: str | Path = "/data") -> Path:
+    """Where compiled packages are kept: $QUANTQA_CACHE; else a Space's persistent storage (/data/quantqa) when it
+    is there and writable, so a restart does not rebuild; else ~/.cache/quantqa."""
+    if os.environ.get("QUANTQA_CACHE"):
+        return Path(os.environ["QUANTQA_CACHE"]) / "static"
+    data = Path(data)
+    if data.is_dir() and os.access(data, os.W_OK | os.X_OK):
+        return data / "quantqa" / "static"
+    return Path.home() / ".cache" / "quantqa" / "static"
 
 
 def calibration_texts() -> list[tuple[str, str]]:
@@ -73,14 +81,31 @@ class StaticQA(nn.Module):
 
     Inputs shorter than `MIN_SEQ` tokens are padded (attention mask 0) and the
     logits cut back; the rows of a batch (windows) run one after another.
+    Inputs the package was not compiled for are refused with a ValueError *before*
+    it runs (`check`): inside the compiled kernels an out-of-range index is a
+    failed check in an OpenMP worker thread, which ends the whole process.
     """
 
-    def __init__(self, runner, names: tuple[str, ...], pad_id: int, size_mib: float, info: dict):
+    def __init__(self, runner, names: tuple[str, ...], pad_id: int, size_mib: float, info: dict,
+                 limits: dict[str, int] | None = None, max_seq: int | None = None):
         super().__init__()
         self.runner, self.names, self.pad_id = runner, names, pad_id
         self.size_mib, self.info = size_mib, info
+        self.limits, self.max_seq = dict(limits or {}), max_seq
+
+    def check(self, inputs: dict[str, torch.Tensor]) -> None:
+        """ValueError unless every input is one the package can take: at most `max_seq` tokens, every index
+        (token id, token type) inside its embedding table."""
+        t = inputs[self.names[0]].shape[-1]
+        if self.max_seq is not None and t > self.max_seq:
+            raise ValueError(f"{t} tokens per window: this static INT8 package takes at most {self.max_seq}")
+        for name, bound in self.limits.items():
+            v = inputs.get(name)
+            if v is not None and v.numel() and (int(v.min()) < 0 or int(v.max()) >= bound):
+                raise ValueError(f"{name} outside [0, {bound}) for this model: {int(v.min())}..{int(v.max())}")
 
     def forward(self, **inputs):
+        self.check(inputs)
         x = [inputs[k] for k in self.names]
         b, t = x[0].shape
         if t < MIN_SEQ:
@@ -89,6 +114,14 @@ class StaticQA(nn.Module):
                  for k, v in zip(self.names, x)]
         s, e = _run_rows(self.runner, x)
         return _QAOutput(s[:, :t], e[:, :t])
+
+
+def input_limits(config) -> dict[str, int]:
+    """Each index input's table size: token ids < vocab_size, token types < type_vocab_size."""
+    out = {"input_ids": int(config.vocab_size)}
+    if getattr(config, "type_vocab_size", None):
+        out["token_type_ids"] = int(config.type_vocab_size)
+    return out
 
 
 def _run_rows(runner, x: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,9 +174,9 @@ def _probes(tokenizer, names, max_length: int) -> list[list[torch.Tensor]]:
         ids[0, -1] = tokenizer.sep_token_id or 0
         d = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
         out.append([d[k] for k in names])
-    e = tokenizer(["Where was it?", "When did the long story begin?"],
-                  ["It was in Paris in 1900.", "The story began in the winter of 1901 in a small town. " * 4],
-                  padding=True, return_tensors="pt")
+    e = tokenize(tokenizer, ["Where was it?", "When did the long story begin?"],
+                 ["It was in Paris in 1900.", "The story began in the winter of 1901 in a small town. " * 4],
+                 padding=True, return_tensors="pt")
     out.append([e[k] for k in names])
     return out
 
@@ -282,11 +315,15 @@ def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: l
 def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = None, max_length: int = 384,
                  calibration: list[tuple[str, str]] | None = None, source_id: str = "",
                  log: Callable[[str], None] | None = None, keep_fp32: tuple[str, ...] = (),
-                 dynamic: bool = False) -> StaticQA:
+                 dynamic: bool = False, package: tuple[Path, str, float] | None = None,
+                 expect: Path | None = None) -> StaticQA:
     """The static INT8 model for `fp32`, from the cache or built (minutes on bert-base) and cached.
 
     keep_fp32: nn.Linear module paths left in FP32. dynamic: PT2E *dynamic* INT8 instead (activation scales at
     each call, no calibration), compiled the same way (a successor to torch.ao's quantize_dynamic).
+    package: (path, key, size MiB) of a trusted package (an artifact folder's), used only when its key is the one computed
+    here (same weights, recipe, CPU instruction sets, torch and torchao). expect: a probes file (inputs and the
+    logits they must give): the model served is checked against it ("serves as measured").
     Raises StaticUnavailable with a readable reason when it cannot be built here.
     """
     log = log or (lambda m: None)
@@ -294,50 +331,52 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
         raise StaticUnavailable("there is no FP32 model to quantize")
     _requirements()
     calib = calibration if calibration is not None else calibration_texts()
-    names = input_names(tokenizer)
     cache = Path(cache_dir) if cache_dir else default_cache()
     key = cache_key(fp32, tokenizer, max_length, calib, tuple(sorted(keep_fp32)), dynamic)
-    pkg, meta_path, probe_path = cache / f"{key}.pt2", cache / f"{key}.json", cache / f"{key}.probes.pt"
-    pad_id = tokenizer.pad_token_id or 0
-    what = "int8-static-cpu" if not dynamic else "pt2e-dynamic"
-    if pkg.is_file() and meta_path.is_file() and probe_path.is_file():
-        t0 = time.perf_counter()
-        runner, how = _load_runner(pkg)
-        stored = torch.load(probe_path, weights_only=True)
-        dbs = _check_parity(runner, stored["inputs"], stored["refs"], "cached static INT8 package")
-        meta = json.loads(meta_path.read_text())
-        info = _info(key, pkg, meta.get("build_s"), time.perf_counter() - t0, how, dbs, meta["size_mib"], True)
-        log(f"[quantqa] {what}: {describe_build(info)}")
-        return StaticQA(runner, names, pad_id, meta["size_mib"], info)
+    model = _from_package(package, key, fp32, tokenizer, max_length, log) if package else None
+    model = model or _cached_or_built(fp32, tokenizer, _Files(cache, key), max_length, calib, keep_fp32, dynamic,
+                                      source_id, log)
+    if expect is not None:
+        stored = torch.load(expect, weights_only=True)
+        model.info["expect_db"] = _check_parity(model.runner, stored["inputs"], stored["refs"],
+                                                "static INT8 against the logits it was measured with")
+    return model
 
+
+def _from_package(package: tuple[Path, str, float], key: str, fp32, tokenizer, max_length, log) -> StaticQA | None:
+    """A trusted package, when it was compiled for exactly this (weights, recipe, CPU, torch); else None."""
+    path, its_key, size = package
+    if its_key != key:
+        log("[quantqa] int8-static-cpu: the folder's package was built for another CPU, torch or recipe: rebuilding")
+        return None
+    t0 = time.perf_counter()
+    runner, how = _load_runner(Path(path))
+    info = _info(key, path, None, time.perf_counter() - t0, how, [], size, True)
+    info["trusted_package"] = True
+    log(f"[quantqa] int8-static-cpu: the folder's own package (trusted; built for this CPU and torch), loaded in "
+        f"{info['load_s']:.1f} s")
+    return StaticQA(runner, input_names(tokenizer), tokenizer.pad_token_id or 0, size, info,
+                    input_limits(fp32.config), max_length)
+
+
+def _cached_or_built(fp32, tokenizer, files: "_Files", max_length, calib, keep_fp32, dynamic, source_id,
+                     log) -> StaticQA:
+    what = "int8-static-cpu" if not dynamic else "pt2e-dynamic"
+    key, cache = files.key, files.cache
+    names, pad_id, limits = input_names(tokenizer), tokenizer.pad_token_id or 0, input_limits(fp32.config)
+    if files.complete():
+        t0 = time.perf_counter()
+        runner, how = _load_runner(files.pkg)
+        stored = torch.load(files.probes, weights_only=True)
+        dbs = _check_parity(runner, stored["inputs"], stored["refs"], "cached static INT8 package")
+        meta = json.loads(files.meta.read_text())
+        info = _info(key, files.pkg, meta.get("build_s"), time.perf_counter() - t0, how, dbs, meta["size_mib"], True)
+        log(f"[quantqa] {what}: {describe_build(info)}")
+        return StaticQA(runner, names, pad_id, meta["size_mib"], info, limits, max_length)
     t_build = time.perf_counter()
     log(f"[quantqa] {what}: first build for this model and machine (export, calibrate, compile; "
         f"~1-2 min on bert-base, then cached in {cache}) ...")
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        logging.getLogger("torch._inductor").setLevel(logging.ERROR)
-        try:
-            t0 = time.perf_counter()
-            conv = convert(fp32, tokenizer, max_length=max_length, calibration=calib, keep_fp32=keep_fp32,
-                           dynamic=dynamic)
-            converted, example = conv.graph, conv.example
-            log(f"[quantqa] {what}: exported and calibrated on {conv.calibration_windows} windows "
-                f"in {time.perf_counter() - t0:.0f} s; compiling with AOTInductor ...")
-            size = graph_state_mib(converted)  # the int8 weights it uses, not the dead FP32 ones
-            probes = _probes(tokenizer, names, max_length)
-            refs = [tuple(t.clone() for t in _run_rows(lambda xs: converted(*xs), x)) for x in probes]
-            ep2 = torch.export.export(converted, tuple(example), dynamic_shapes=conv.dynamic_shapes)
-            cache.mkdir(parents=True, exist_ok=True)
-            tmp = cache / f"{key}.{os.getpid()}.tmp.pt2"
-            t0 = time.perf_counter()
-            torch._inductor.aoti_compile_and_package(ep2, package_path=str(tmp),
-                                                     inductor_configs={"freezing": True, "max_autotune": False})
-            log(f"[quantqa] {what}: compiled in {time.perf_counter() - t0:.0f} s; checking parity ...")
-        except StaticUnavailable:
-            raise
-        except Exception as exc:
-            raise StaticUnavailable(f"export / quantization / compilation failed: {type(exc).__name__}: "
-                                    f"{first_line(exc, 200)}") from exc
+    conv, tmp, probes, refs, size = _compile(fp32, tokenizer, files, max_length, calib, keep_fp32, dynamic, what, log)
     t0 = time.perf_counter()
     runner, how = _load_runner(tmp)
     load_s = time.perf_counter() - t0
@@ -347,12 +386,66 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
         tmp.unlink(missing_ok=True)
         raise
     build_s = time.perf_counter() - t_build
-    torch.save({"inputs": probes, "refs": refs}, probe_path)
+    torch.save({"inputs": probes, "refs": refs}, files.probes)
     meta = {"key": key, "recipe": RECIPE, "source": source_id, "build_s": round(build_s, 1), "size_mib": size,
             "parity_db": dbs, "torch": torch.__version__, "calibration_windows": conv.calibration_windows,
             "keep_fp32": sorted(keep_fp32), "dynamic": dynamic}
-    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp, pkg)
-    info = _info(key, pkg, build_s, load_s, how, dbs, size, False)
+    files.meta.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, files.pkg)
+    info = _info(key, files.pkg, build_s, load_s, how, dbs, size, False)
     log(f"[quantqa] {what}: {describe_build(info)}")
-    return StaticQA(runner, names, pad_id, size, info)
+    return StaticQA(runner, names, pad_id, size, info, limits, max_length)
+
+
+@dataclass
+class _Files:
+    """A cached package: `<key>.pt2`, its `<key>.json` and the parity references `<key>.probes.pt`."""
+
+    cache: Path
+    key: str
+
+    @property
+    def pkg(self) -> Path:
+        return self.cache / f"{self.key}.pt2"
+
+    @property
+    def meta(self) -> Path:
+        return self.cache / f"{self.key}.json"
+
+    @property
+    def probes(self) -> Path:
+        return self.cache / f"{self.key}.probes.pt"
+
+    def complete(self) -> bool:
+        return self.pkg.is_file() and self.meta.is_file() and self.probes.is_file()
+
+
+def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynamic, what, log):
+    """Export, quantize, calibrate, convert and compile into a temporary package next to the cache entry:
+    (converted, its path, parity probes, their eager references, size MiB)."""
+    names = input_names(tokenizer)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+        try:
+            t0 = time.perf_counter()
+            conv = convert(fp32, tokenizer, max_length=max_length, calibration=calib, keep_fp32=keep_fp32,
+                           dynamic=dynamic)
+            log(f"[quantqa] {what}: exported and calibrated on {conv.calibration_windows} windows "
+                f"in {time.perf_counter() - t0:.0f} s; compiling with AOTInductor ...")
+            size = graph_state_mib(conv.graph)  # the int8 weights it uses, not the dead FP32 ones
+            probes = _probes(tokenizer, names, max_length)
+            refs = [tuple(t.clone() for t in _run_rows(lambda xs: conv.graph(*xs), x)) for x in probes]
+            ep2 = torch.export.export(conv.graph, tuple(conv.example), dynamic_shapes=conv.dynamic_shapes)
+            files.cache.mkdir(parents=True, exist_ok=True)
+            tmp = files.cache / f"{files.key}.{os.getpid()}.tmp.pt2"
+            t0 = time.perf_counter()
+            torch._inductor.aoti_compile_and_package(ep2, package_path=str(tmp),
+                                                     inductor_configs={"freezing": True, "max_autotune": False})
+            log(f"[quantqa] {what}: compiled in {time.perf_counter() - t0:.0f} s; checking parity ...")
+        except StaticUnavailable:
+            raise
+        except Exception as exc:
+            raise StaticUnavailable(f"export / quantization / compilation failed: {type(exc).__name__}: "
+                                    f"{first_line(exc, 200)}") from exc
+    return conv, tmp, probes, refs, size

@@ -26,16 +26,20 @@ Imports nothing heavy.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 POLICIES = ("auto", "cap", "off")
 CAP_ENV = {"GOMP_SPINCOUNT": "1000"}
 ENV_KEYS = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")
-SAMPLE_S = 0.1  # how long to watch the other processes before choosing (the CPU counters tick every 10 ms)
+SAMPLE_EVERY_S = 0.25  # the CPU meter's snapshots (a thread of its own; the counters tick every 10 ms)
+WINDOW_S = 0.5  # a reading of the other processes' use covers at least this long
 BUSY_CORE = 0.5  # a core is taken when the others use at least this much of one
 NOTE_CORES = 0.3  # a measurement during which the others used this much CPU says so
 
@@ -85,32 +89,81 @@ def apply_policy(policy: str | None = None) -> ThreadPolicy:
 # ------------------------------------------------------------------------------------------- CPU use
 
 
-def _cgroup_quota() -> float | None:
-    """CPUs granted by a cgroup v2 quota (cpu.max), or None when unlimited / not visible."""
+@dataclass
+class Cgroup:
+    """The CPU limit of this process's cgroup, as the kernel enforces it."""
+
+    cpus: float | None  # CPUs its quota grants (the smallest along its path), None when unlimited
+    usage: Path | None  # the file with its CPU usage (v2 cpu.stat usage_usec, v1 cpuacct.usage ns)
+    version: str = ""  # "v1", "v2", or "" when none is visible
+
+    def usage_s(self) -> float:
+        text = self.usage.read_text()
+        if self.usage.name == "cpu.stat":
+            return next(int(line.split()[1]) for line in text.splitlines() if line.startswith("usage_usec")) / 1e6
+        return int(text.split()[0]) / 1e9
+
+
+def _read_quota(max_file: Path | None = None, quota_file: Path | None = None, period_file: Path | None = None):
+    """CPUs from a v2 cpu.max ("max 100000" / "200000 100000") or v1 cfs files (-1 = none); None when absent."""
     try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
+        if max_file is not None:
+            quota, period = max_file.read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        quota = int(quota_file.read_text())
+        return None if quota <= 0 else quota / int(period_file.read_text())
+    except (OSError, ValueError, IndexError):
         return None
 
 
-def _cgroup_usage_s() -> float:
-    with open("/sys/fs/cgroup/cpu.stat") as f:
-        for line in f:
-            if line.startswith("usage_usec"):
-                return int(line.split()[1]) / 1e6
-    raise OSError("no usage_usec")
+def _up_to(path: Path, root: Path) -> list[Path]:
+    """`path` and each parent down to `root` (a cgroup's limit is the smallest along that chain)."""
+    out = [path]
+    while path != root and root in path.parents:
+        path = path.parent
+        out.append(path)
+    return out
 
 
-def _proc_stat_busy_s(cpus: set[int]) -> float:
+def read_cgroup(proc: str | Path = "/proc", root: str | Path = "/sys/fs/cgroup") -> Cgroup:
+    """This process's cgroup CPU limit: v2 (`0::/path` in /proc/self/cgroup, cpu.max along the path) or v1 (the
+    `cpu` controller's cpu.cfs_quota_us / cpu.cfs_period_us). A path that is not mounted where
+    /proc/self/cgroup says (a container's own view) is read at the mount's top."""
+    root = Path(root)
+    try:
+        lines = (Path(proc) / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return Cgroup(None, None)
+    entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]
+    v2 = next((p for h, c, p in entries if h == "0" and c == ""), None)
+    v1 = next(((c, p) for h, c, p in entries if "cpu" in c.split(",")), None)
+    if v1 is not None:
+        for mount in (root / v1[0], root / "cpu,cpuacct", root / "cpu", root / "cpuacct,cpu"):
+            if mount.is_dir():
+                d = mount / v1[1].lstrip("/")
+                d = d if d.is_dir() else mount
+                quotas = [q for x in _up_to(d, mount) if (q := _read_quota(
+                    quota_file=x / "cpu.cfs_quota_us", period_file=x / "cpu.cfs_period_us")) is not None]
+                usage = next((u for u in (d / "cpuacct.usage", root / "cpuacct" / v1[1].lstrip("/") / "cpuacct.usage")
+                              if u.is_file()), None)
+                return Cgroup(min(quotas) if quotas else None, usage, "v1")
+    if v2 is not None:
+        d = root / v2.lstrip("/")
+        d = d if d.is_dir() else root
+        quotas = [q for x in _up_to(d, root) if (q := _read_quota(max_file=x / "cpu.max")) is not None]
+        usage = d / "cpu.stat"
+        return Cgroup(min(quotas) if quotas else None, usage if usage.is_file() else None, "v2")
+    return Cgroup(None, None)
+
+
+def _proc_stat_busy_s(cpus: set[int], proc: str | Path = "/proc") -> float:
     """Seconds these CPUs ran processes since boot (user, nice, system, irq, softirq), from /proc/stat.
 
     Not steal: time the hypervisor gives other machines slows every thread alike; measured here, two threads
     under a busy host (78.8 ms) still beat one (96-102 ms), so it must not make `auto` drop a thread."""
     hz = os.sysconf("SC_CLK_TCK")
     busy = 0
-    with open("/proc/stat") as f:
+    with open(Path(proc) / "stat") as f:
         for line in f:
             name, _, rest = line.partition(" ")
             if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
@@ -119,32 +172,71 @@ def _proc_stat_busy_s(cpus: set[int]) -> float:
     return busy / hz
 
 
-class CpuMeter:
-    """How much CPU the other processes use, in cores: the pool's busy time minus this process's own."""
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity, or fewer when a cgroup quota grants fewer (rounded up)."""
+    import math
 
-    def __init__(self):
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = read_cgroup().cpus
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+class CpuMeter:
+    """How much CPU the other processes use, in cores: the pool's busy time minus this process's own.
+
+    The pool: the CPUs this process may run on (/proc/stat), or its cgroup when a CPU quota is the real limit.
+    A sampler thread takes a snapshot every SAMPLE_EVERY_S, so a reading covers at least WINDOW_S without a
+    request ever sleeping for it (a 0.1 s sample of 10 ms ticks on 2 cores was +-0.25 core)."""
+
+    def __init__(self, proc: str | Path = "/proc", cgroup: Cgroup | None = None):
+        self.proc = proc
         self.cpus = set(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-        quota = _cgroup_quota()
-        self.cgroup = quota is not None and quota < len(self.cpus)
-        self.cores = min(len(self.cpus), quota) if quota else len(self.cpus)
+        cg = cgroup if cgroup is not None else read_cgroup(proc)
+        self.quota = cg.cpus
+        self.cgroup = cg if (cg.cpus is not None and cg.cpus < len(self.cpus) and cg.usage is not None) else None
+        self.cores = min(len(self.cpus), cg.cpus) if cg.cpus else len(self.cpus)
+        self._ring: collections.deque = collections.deque(maxlen=int(4 * WINDOW_S / SAMPLE_EVERY_S) + 2)
+        self._sampler: threading.Thread | None = None
         try:
             self._pool()
             self.ok = True
-        except (OSError, ValueError):
+        except (OSError, ValueError, StopIteration):
             self.ok = False
 
     def _pool(self) -> float:
-        return _cgroup_usage_s() if self.cgroup else _proc_stat_busy_s(self.cpus)
+        return self.cgroup.usage_s() if self.cgroup else _proc_stat_busy_s(self.cpus, self.proc)
 
     def snapshot(self) -> tuple[float, float, float]:
         t = os.times()
-        return time.perf_counter(), self._pool(), t[0] + t[1]
+        return time.monotonic(), self._pool(), t[0] + t[1]
 
     @staticmethod
     def others(a, b) -> float:
         """Cores the other processes used between two snapshots (never below 0)."""
         wall = b[0] - a[0]
         return max(0.0, ((b[1] - a[1]) - (b[2] - a[2])) / wall) if wall > 0 else 0.0
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                self._ring.append(self.snapshot())
+            except (OSError, ValueError, StopIteration):
+                return
+            time.sleep(SAMPLE_EVERY_S)
+
+    def recent_others(self) -> float:
+        """The other processes' CPU use over the last WINDOW_S or a little more (the first call waits for one)."""
+        if self._sampler is None:
+            self._ring.append(self.snapshot())
+            self._sampler = threading.Thread(target=self._sample, name="quantqa-cpu-meter", daemon=True)
+            self._sampler.start()
+        now = self.snapshot()
+        old = [s for s in list(self._ring) if now[0] - s[0] >= WINDOW_S]
+        if not old:  # only just started: wait until the first snapshot is WINDOW_S old
+            first = self._ring[0]
+            time.sleep(max(0.0, WINDOW_S - (now[0] - first[0])))
+            now, old = self.snapshot(), [first]
+        return CpuMeter.others(old[-1], now)
 
 
 _METER: CpuMeter | None = None
@@ -202,6 +294,13 @@ def neighbour_note(others: float | None, cores: int | float, n: int) -> str:
             f"({n} thread{'s' if n > 1 else ''}): these latencies are higher than on a quiet machine.")
 
 
+def threads_for(default: int, cores: float, others: float) -> int:
+    """Threads for the next measurement: one fewer for each core the other processes hold (half a core or more
+    counts as one), never more than `default` nor fewer than 1."""
+    taken = int(others + (1.0 - BUSY_CORE))
+    return max(1, min(default, int(cores) - taken))
+
+
 def choose_threads(default: int, fixed: bool = False) -> ThreadChoice:
     """The thread count for the next measurement (see the module docstring)."""
     policy = os.environ.get("QUANTQA_THREAD_POLICY_APPLIED", "off")
@@ -212,14 +311,17 @@ def choose_threads(default: int, fixed: bool = False) -> ThreadChoice:
     m = meter()
     if not m.ok:
         return ThreadChoice(default, f"{default} threads: the other processes' CPU use is not visible here")
-    a = m.snapshot()
-    time.sleep(SAMPLE_S)
-    others = CpuMeter.others(a, m.snapshot())
-    taken = int(others + (1.0 - BUSY_CORE))  # cores the neighbours hold: 0.5 core or more counts as one
-    n = max(1, min(default, int(m.cores) - taken))
-    if n == default:
-        why = f"{n} thread{'s' if n > 1 else ''}: {'every core was' if n > 1 else 'the core was'} free"
-    else:
-        why = (f"{n} thread{'s' if n > 1 else ''}: other processes were using {others:.1f} of the {m.cores:g} cores "
-               f"(a thread on a taken core would make the others wait)")
-    return ThreadChoice(n, why, others)
+    others = m.recent_others()
+    n = threads_for(default, m.cores, others)
+    return ThreadChoice(n, explain(n, default, m, others), others)
+
+
+def explain(n: int, default: int, m: CpuMeter, others: float) -> str:
+    """Why `n` threads: every core free, a quota, or the cores other processes hold."""
+    s = "s" if n > 1 else ""
+    quota = f" (the container's CPU quota grants {m.quota:g} of this machine's {len(m.cpus)} CPUs)" \
+        if m.quota is not None and m.quota < len(m.cpus) else ""
+    if n == min(default, int(m.cores)):
+        return f"{n} thread{s}: {'every core was' if n > 1 else 'the core was'} free{quota}"
+    return (f"{n} thread{s}: other processes were using {others:.1f} of the {m.cores:g} cores{quota} "
+            f"(a thread on a taken core would make the others wait)")

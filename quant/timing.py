@@ -107,38 +107,34 @@ def measure_interleaved(fns: dict[str, tuple[Callable[[], Any], Any]], runs: int
     outs: dict[str, Any] = {}
     errors: dict[str, BaseException] = {}
     total = len(names) * (runs + max(warmup, 0))
-    step = 0
-    with torch.inference_mode():
-        for n in names:
-            fn, device = fns[n]
+    step = [0]
+
+    def call(n: str, timed: bool, steps: int = 1) -> None:
+        """One call of `n` (warm-up: `steps` untimed calls), its settle time, progress; errors drop it."""
+        fn, device = fns[n]
+        if n not in errors:
             try:
-                for _ in range(max(warmup, 0)):
-                    outs[n] = fn()
-                _sync(device)
+                if timed:
+                    ms, outs[n] = time_once(fn, device)
+                    samples[n].append(ms)
+                else:
+                    for _ in range(steps):
+                        outs[n] = fn()
+                    _sync(device)
             except Exception as exc:  # e.g. CUDA out of memory: report, keep the others
                 errors[n] = exc
             if settle_s.get(n):
                 time.sleep(settle_s[n])
-            step += max(warmup, 0)
-            if on_step:
-                on_step(step, total)
+        step[0] += steps
+        if on_step:
+            on_step(step[0], total)
+
+    with torch.inference_mode():
+        for n in names:
+            call(n, timed=False, steps=max(warmup, 0))
         for r in range(runs):
-            order = names[:] if r == 0 else rng.sample(names, len(names))
-            for n in order:
-                if n in errors:
-                    step += 1
-                    continue
-                fn, device = fns[n]
-                try:
-                    ms, outs[n] = time_once(fn, device)
-                    samples[n].append(ms)
-                except Exception as exc:
-                    errors[n] = exc
-                if settle_s.get(n):
-                    time.sleep(settle_s[n])
-                step += 1
-                if on_step:
-                    on_step(step, total)
+            for n in names[:] if r == 0 else rng.sample(names, len(names)):
+                call(n, timed=True)
             if stop is not None and r + 1 < runs and stop(r + 1):
                 break
     return {n: (None if n in errors or not samples[n] else LatencyStats.from_samples(samples[n]),

@@ -119,6 +119,7 @@ class QuestionSet:
             raise ValueError(f"this needs the FP32 model: {comparator.fp32_reason}")
         if comparator.int8_eager is None:
             raise ValueError(f"this needs dynamic INT8: {comparator.int8_reason}")
+        self.check: Callable[..., None] = lambda expect_s=None: None  # the line's safe point (per question)
         self.examples, self.encs, self.skipped = [], [], []
         for ex in examples:
             try:
@@ -154,15 +155,19 @@ class QuestionSet:
 
     def noise(self, model, indices=None) -> list[float]:
         """Per question, the logits' noise ratio vs FP32 (see inspect.noise_ratio)."""
+        out = []
         with torch.inference_mode():
-            return [noise_ratio(self.ref_flat[i], self._flat(i, run_windows(model, self.encs[i].inputs)))
-                    for i in (indices or range(len(self)))]
+            for i in (indices or range(len(self))):
+                self.check()
+                out.append(noise_ratio(self.ref_flat[i], self._flat(i, run_windows(model, self.encs[i].inputs))))
+        return out
 
     def score(self, model) -> dict[str, Any]:
         """Agreement with FP32 (same character span), EM and F1 (percent), and per-question noise ratios."""
         agree, em, f1, noise = 0, 0.0, 0.0, []
         with torch.inference_mode():
             for i, ex in enumerate(self.examples):
+                self.check()
                 logits = run_windows(model, self.encs[i].inputs)
                 noise.append(noise_ratio(self.ref_flat[i], self._flat(i, logits)))
                 sp, ref = self._span(i, logits), self.ref_spans[i]
@@ -257,69 +262,3 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
     report = TuneReport(comparator.model_id, rank_by, target_agreement, len(qs), ranking, steps,
                         steps[-1].agreement >= target_agreement, fp32_info, qs.lengths[qs.median_index], qs.skipped)
     return report, work
-
-
-def run_tune(model_id: str, examples: list[Example], target_agreement: float, *, rank_by: str = "logits",
-             max_keep: int | None = None, threads=None, quant: QuantConfig | None = None, out=None,
-             progress_bar: bool = True, recipes=None) -> tuple[TuneReport, Any]:
-    """CLI entry: build the model set, tune with progress bars on stderr, optionally compare `recipes`
-    (recipes.py) and save the artifact (the tuned model, or with recipes the chosen one). Returns
-    (tune report, recipe report or None)."""
-    from .compare import Comparator
-    from .quantize import save_artifact
-
-    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
-    comp = Comparator(model_id, threads=threads, quant=quant, variants=("fp32-cpu", "int8-cpu"), log=log)
-    bars: dict[str, Any] = {}
-
-    def progress(what: str, i: int, n: int) -> None:
-        if not progress_bar:
-            return
-        from tqdm import tqdm
-
-        if what not in bars:
-            for b in bars.values():
-                b.close()
-            bars[what] = tqdm(total=n, desc=f"tune: {what}", unit="layer" if what == "ranking" else "step",
-                              file=sys.stderr, leave=False)
-        bars[what].n = i
-        bars[what].refresh()
-
-    rec = None
-    try:
-        qs = QuestionSet(comp, examples)
-        report, model = tune(comp, examples, target_agreement, rank_by=rank_by, max_keep=max_keep, progress=progress,
-                             qs=qs)
-        if recipes:
-            from .recipes import compare_recipes
-
-            stepped = "dynamic-per-channel" if comp.quant.per_channel else "dynamic-per-tensor"  # what tune stepped
-            found = len(report.steps[-1].keep_fp32) - len(comp.quant.keep_fp32)
-            rec = compare_recipes(comp, qs, report.ranking, target_agreement, recipes=recipes, max_keep=max_keep,
-                                  log=log, progress=progress,
-                                  known_k={stepped: found} if report.target_met and found else None)
-    finally:
-        for b in bars.values():
-            b.close()
-    if out is not None:
-        extra: dict[str, Any] = {}
-        qc = replace(comp.quant, keep_fp32=tuple(report.steps[-1].keep_fp32))
-        if rec is not None:
-            pick = rec.chosen
-            if pick is not None and pick.recipe == "dynamic-per-token":  # no artifact format for torchao models here
-                savable = [r for r in rec.rows if r.meets and r.recipe not in ("fp32", "dynamic-per-token")]
-                pick = min(savable, key=lambda r: r.median_ms) if savable else None
-                log("[quantqa] --out: the chosen recipe (dynamic-per-token, torchao) has no artifact format here; "
-                    + (f"writing the fastest recipe that has one: {pick.recipe}" if pick else "nothing written"))
-            if pick is None:
-                return report, rec
-            if pick.recipe == "static":
-                extra = {"chosen": "static", "static_keep_fp32": pick.keep_fp32}
-            else:
-                qc = replace(comp.quant, per_channel=pick.recipe == "dynamic-per-channel",
-                             keep_fp32=tuple(pick.keep_fp32))
-                model = quantize(comp.fp32_eager, qc)
-                extra = {"chosen": pick.recipe}
-        save_artifact(model, comp.tokenizer, out, qc, comp.engine, comp.model_id, extra=extra)
-        report.out = str(out)
-    return report, rec

@@ -33,12 +33,12 @@ from typing import Any, Callable
 
 import torch
 
-from . import env
+from . import env, gpu
 from .inputs import MAX_CONTEXT_CHARS, check_text, check_windows, first_line
 from .models import DEFAULT_MODEL, ModelLoadError, describe_source, load_model, set_threads, source_kind, window_length
-from .qa import Encoded, encode
-from .quantize import (EngineChoice, QuantConfig, QuantizationUnavailable, choose_engine, count_quantized,
-                       load_artifact, quantize, resolve_keep_fp32, trace_or_eager)
+from .qa import Encoded, encode, tokenize
+from .quantize import (EngineChoice, QuantConfig, QuantizationUnavailable, choose_engine, count_quantized, quantize,
+                       resolve_keep_fp32, trace_or_eager)
 from .size import state_dict_mib
 
 LABELS = {
@@ -90,7 +90,7 @@ class ModelSet:
     def __init__(self, model_id: str = DEFAULT_MODEL, *, threads: int | None = None,
                  quant: QuantConfig | None = None, variants=DEFAULT_VARIANTS,
                  log: Callable[[str], None] | None = _log_default, static_cache: str | Path | None = None,
-                 static: str = "sync"):
+                 static: str = "sync", trust_package: bool = False):
         self.log = log or (lambda _msg: None)
         self.quant = quant or QuantConfig()
         self.variant_names = tuple(dict.fromkeys(variants))
@@ -105,6 +105,8 @@ class ModelSet:
         self.model_id = str(model_id)
         self.source = source_kind(self.model_id)
         self.manifest: dict | None = None
+        self.artifact = None  # artifact.Loaded, when --model is an INT8 artifact folder
+        self.trust_package = trust_package  # run a folder's compiled static package (else it is rebuilt here)
         self.fp32_reason: str | None = None
         self.int8_reason: str | None = None  # why there is no dynamic INT8 (a torch without torch.ao.quantization)
         self.log(f"[quantqa] loading {describe_source(self.model_id)} ...")
@@ -119,6 +121,7 @@ class ModelSet:
         self._inspector = None  # Inspect's hooks and weight statistics, made on first use
         self._static_thread: threading.Thread | None = None
         self._variants: dict[str, _Variant] = {n: self._build(n, static_cache, static) for n in self.variant_names}
+        gpu.register(self)  # a ZeroGPU worker forked later finds the CUDA variants here
         self.startup_s = time.perf_counter() - t0
         size = self.sizes_mib["fp32"]
         int8_mib = self.sizes_mib.get("int8_emb") or self.sizes_mib["int8"]
@@ -146,32 +149,36 @@ class ModelSet:
             return fp32, None
 
     def _load_artifact(self):
-        """INT8 from the artifact folder; FP32 from its manifest's source model when that loads."""
+        """The folder's recipe (artifact.py): its INT8 model, or for static what builds it; FP32 from its own weights
+        or its manifest's source model (else the FP32 cards say why)."""
+        from . import artifact
+
         try:
-            tok, int8, manifest = load_artifact(self.model_id)
+            loaded = artifact.load(self.model_id, trust_package=self.trust_package, log=self.log)
         except Exception as exc:
             raise ModelLoadError(f"Cannot load INT8 artifact {self.model_id!r}: {type(exc).__name__}: "
                                  f"{first_line(exc, 200) if str(exc).strip() else ''}") from exc
-        self.manifest, self.tokenizer = manifest, tok
-        self.quant = replace(QuantConfig.from_manifest(manifest.get("quant_config", {})),
-                             torchscript=self.quant.torchscript, engine=manifest.get("engine", "auto"))
+        self.artifact, self.manifest, self.tokenizer = loaded, loaded.manifest, loaded.tokenizer
+        self.quant = replace(QuantConfig.from_manifest(self.manifest.get("quant_config", {})),
+                             torchscript=self.quant.torchscript, engine=self.manifest.get("engine", "auto"))
         self.engine_choice = EngineChoice(torch.backends.quantized.engine, "from the artifact")
-        src = manifest.get("source_model") or ""
-        fp32 = None
-        try:
-            self.log(f"[quantqa] INT8 loaded from the artifact ({self.quant}); FP32 from its source model "
-                     f"{describe_source(src)} ...")
-            loaded = load_model(src)
-            fp32, self.max_length = loaded.model, loaded.max_length
-        except ModelLoadError as exc:
-            self.fp32_reason = (f"this INT8 artifact's FP32 source model could not be loaded, so there is no "
-                                f"FP32 to run: {exc}")
-            self.log(f"[quantqa] {self.fp32_reason}")
-            self.max_length = window_length(int8.config, tok)
+        fp32, int8 = loaded.fp32, loaded.int8
+        self.log(f"[quantqa] {artifact.describe(loaded.recipe, loaded.keep_fp32)}, from the folder")
+        if fp32 is None:
+            self.fp32_reason = ("this INT8 artifact has no FP32 weights and its source model could not be loaded, "
+                                "so there is no FP32 to run")
+            self.max_length = window_length(int8.config, self.tokenizer)
+        else:
+            self.max_length = window_length(fp32.config, self.tokenizer)
+        if int8 is None and fp32 is not None:  # a static folder: the dynamic card is made here, as for any model
+            self.quant = replace(self.quant, keep_fp32=(), per_channel=True)
+            int8 = quantize(fp32, self.quant)
         return fp32, int8
 
     def _trace_int8(self, int8):
         self.torchscript_note = "off"
+        if self.artifact is not None and self.artifact.recipe == "dynamic-per-token":
+            return self._compile_per_token(int8)
         if not self.quant.torchscript or int8 is None:
             return int8
         runnable, failed = trace_or_eager(int8, self.probes())
@@ -180,6 +187,23 @@ class ModelSet:
         if failed:  # an untraceable architecture: run eager, say why
             self.log(f"[quantqa] TorchScript {self.torchscript_note}; running INT8 eagerly")
         return runnable
+
+    def _compile_per_token(self, int8):
+        """torchao's per-token INT8 runs compiled, as it was measured (about a minute on bert-base, here, once)."""
+        import warnings
+
+        self.log("[quantqa] compiling the per-token INT8 model with torch.compile (as it was measured) ...")
+        try:
+            compiled = torch.compile(int8, dynamic=True)
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for p in self.probes():
+                    compiled(**p)
+            self.torchscript_note = "off: torch.compile (per-token INT8, as measured)"
+            return compiled
+        except Exception as exc:  # no compiler: eager, said so
+            self.torchscript_note = f"off: torch.compile failed ({type(exc).__name__}); per-token INT8 runs eagerly"
+            return int8
 
     def _sizes(self, fp32, int8) -> dict[str, float | None]:
         sizes: dict[str, float | None] = {"fp32": state_dict_mib(fp32) if fp32 is not None else None}
@@ -229,10 +253,11 @@ class ModelSet:
     def _static_variant(self, cache) -> _Variant:
         from .static import build_static
 
-        keep = tuple((self.manifest or {}).get("static_keep_fp32", ()))  # tune --recipes chose static with these
+        kwargs = dict(self.artifact.static_kwargs) if self.artifact is not None and self.artifact.recipe == "static" \
+            else {}  # a static folder: its calibration, kept layers, probes (and package, when trusted)
         try:
             model = build_static(self.fp32_eager, self.tokenizer, cache_dir=cache, log=self.log,
-                                 max_length=self.max_length, source_id=self.model_id, keep_fp32=keep)
+                                 max_length=self.max_length, source_id=self.model_id, **kwargs)
         except Exception as exc:  # no compiler, export failure, parity failure: say why on the card
             self.log(f"[quantqa] {STATIC_VARIANT} unavailable: {first_line(exc)}")
             return _Variant(STATIC_VARIANT, None, "cpu", f"static INT8 could not be built here: {first_line(exc)}")
@@ -245,11 +270,18 @@ class ModelSet:
     # ------------------------------------------------------------------ state
 
     def recipes(self) -> dict[str, str]:
-        """variant -> the INT8 recipe it runs, for its card."""
-        keep = (self.manifest or {}).get("static_keep_fp32") or ()
-        return {"int8-cpu": self.quant.recipe,
-                "int8-static-cpu": "static, calibrated activations (PT2E)" +
-                                   (f", {len(keep)} Linear in FP32" if keep else "")}
+        """variant -> the INT8 recipe it runs, for its card (a folder's recipe is named as such)."""
+        from .artifact import describe
+
+        static = "calibrated, PT2E"  # the card's title says static INT8
+        dynamic = self.quant.recipe
+        if self.artifact is not None:
+            name, keep = self.artifact.recipe, self.artifact.keep_fp32
+            if name == "static":
+                static = describe(name, keep) + " (this folder's)"
+            else:
+                dynamic = describe(name, keep) + " (this folder's)"
+        return {"int8-cpu": dynamic, "int8-static-cpu": static}
 
     def static_building(self) -> bool:
         """True while the static INT8 package is being built in the background (it takes the cores)."""
@@ -301,9 +333,9 @@ class ModelSet:
     def probes(self) -> list[dict[str, torch.Tensor]]:
         """Inputs of different lengths and batch sizes (with padding), to check a trace did not specialise."""
         keep = ("input_ids", "attention_mask", "token_type_ids")
-        a = self.tokenizer("Where was it?", "It was in Paris in 1900. " * 3, return_tensors="pt")
-        b = self.tokenizer(["Who wrote the long text?", "When?"], ["Somebody wrote this. " * 8, "In 1900."],
-                           padding=True, truncation="only_second", max_length=64, return_tensors="pt")
+        a = tokenize(self.tokenizer, "Where was it?", "It was in Paris in 1900. " * 3, return_tensors="pt")
+        b = tokenize(self.tokenizer, ["Who wrote the long text?", "When?"], ["Somebody wrote this. " * 8, "In 1900."],
+                     padding=True, truncation="only_second", max_length=64, return_tensors="pt")
         return [{k: v for k, v in enc.items() if k in keep} for enc in (a, b)]
 
     def encode_checked(self, context: str, question: str) -> Encoded:

@@ -131,16 +131,16 @@ def minilm_dir(request) -> Path:
 def minilm(minilm_dir):
     """MiniLM-QA with the seed's per-tensor INT8 (--per-tensor): the fidelity thresholds of test_inspect.py were
     measured on it, and the remedies (per-channel, layers in FP32) are measured against it."""
-    from quant import Comparator, QuantConfig
+    from quant import ModelSet, QuantConfig
 
-    return Comparator(str(minilm_dir), quant=QuantConfig(per_channel=False), log=None)
+    return ModelSet(str(minilm_dir), quant=QuantConfig(per_channel=False), log=None)
 
 
 @pytest.fixture(scope="session")
 def trained(trained_model_dir):
-    from quant import Comparator
+    from quant import ModelSet
 
-    return Comparator(str(trained_model_dir), log=None)
+    return ModelSet(str(trained_model_dir), log=None)
 
 
 @pytest.fixture(scope="session")
@@ -148,11 +148,11 @@ def app_demo(trained_model_dir, tmp_path_factory):
     """The app launched in this process on a free port, as its tests need it: `python app.py --no-static` (static
     INT8 has tests of its own), examples measured in the background. Its scheduler is `demo.scheduler`."""
     import app as app_module
-    from quant import Comparator
+    from quant import ModelSet
 
     os.environ["GRADIO_TEMP_DIR"] = str(tmp_path_factory.mktemp("gradio_tmp"))
     variants = app_module.MAIN_VARIANTS + app_module.EXTRA_VARIANTS
-    demo = app_module.build_demo(Comparator(str(trained_model_dir), variants=variants, log=None))
+    demo = app_module.build_demo(ModelSet(str(trained_model_dir), variants=variants, log=None))
     demo.launch(prevent_thread_lock=True, **app_module.launch_kwargs(port=None))
     try:
         yield demo
@@ -170,10 +170,10 @@ def app_url(app_demo):
 def minilm_app_url(minilm_dir, tmp_path_factory):
     """The app on MiniLM-QA with the static INT8 card (`python app.py --static`), for the README screenshots."""
     import app as app_module
-    from quant import Comparator
+    from quant import ModelSet
 
     os.environ.setdefault("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio_tmp")))
-    demo = app_module.build_demo(Comparator(str(minilm_dir), variants=app_module.ALL_VARIANTS, log=None))
+    demo = app_module.build_demo(ModelSet(str(minilm_dir), variants=app_module.ALL_VARIANTS, log=None))
     demo.launch(prevent_thread_lock=True, **app_module.launch_kwargs(port=None))
     try:
         yield demo.local_url

@@ -124,14 +124,23 @@ def test_app_exits_2_when_model_cannot_load(tmp_path):
     assert "Cannot load model" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_app_serves_from_command_line(trained_model_dir):
-    """`python app.py --model DIR --port P` starts, answers /compare from a separate process, and binds 127.0.0.1."""
+def test_static_int8_is_on_by_default():
+    import app as app_module
+
+    assert app_module.parse_args([]).static is True
+    assert app_module.parse_args(["--no-static"]).static is False and app_module.parse_args(["--static"]).static
+
+
+def test_app_serves_from_command_line(trained_model_dir, tmp_path):
+    """`python app.py --model DIR --port P` starts, answers /compare from a separate process, and binds 127.0.0.1.
+    Static INT8 is on by default and built in the background (an empty cache here): the page serves before the
+    build ends, and its card says it is being built until it is ready."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", QUANTQA_CACHE=str(tmp_path / "cache"))
     proc = subprocess.Popen([sys.executable, "app.py", "--model", str(trained_model_dir), "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
@@ -149,10 +158,13 @@ def test_app_serves_from_command_line(trained_model_dir):
         from gradio_client import Client
         from gradio_client.exceptions import AppError
 
+        assert "int8-static-cpu: built" not in out, out  # the page serves before the static build ends
         c = Client(f"http://127.0.0.1:{port}/", verbose=False)
         ex = tinymodels.held_out_examples(1, seed=43)[0]
         d = c.predict(ex.context, ex.question, 2, False, api_name="/compare")
         assert d["results"][1]["answer"] == ex.answer
+        static = next(r for r in d["results"] if r["variant"] == "int8-static-cpu")
+        assert static["available"] or (static.get("pending") and "being built" in static["reason"]), static
         bad = [("", "Where?", 2, False), ("Ada.", "Where?", 500, False), ("Ada.", {"q": 1}, 2, False)]
         for args in bad:
             with pytest.raises(AppError):
@@ -164,6 +176,7 @@ def test_app_serves_from_command_line(trained_model_dir):
         proc.terminate()
         rest, _ = proc.communicate(timeout=30)
     console = out + rest
+    assert "int8-static-cpu: first build" in console  # on by default, built in the background
     rejected = [ln for ln in console.splitlines() if "rejected request" in ln]
     assert len(rejected) == len(bad), console  # one line per rejected request ...
     assert "Traceback" not in console  # ... and no traceback
@@ -221,3 +234,125 @@ def test_token_chart_names_neighbouring_answers_in_the_legend():
     assert by["FP32 answer"].x1 <= by["INT8 answer"].x0  # neighbours, not overlapping
     same = tokens_figure({**d, "answers": {"fp32": d["answers"]["fp32"], "int8": d["answers"]["fp32"]}})
     assert [sh.name for sh in same.layout.shapes if sh.type == "rect" and sh.showlegend] == ["FP32 and INT8 answer"]
+
+
+def test_cancel_stops_an_evaluation_and_the_line_moves_on(app_demo):
+    """Evaluate runs in turns; Cancel (or a closed page) ends it at its next turn, and the next visitor is served
+    at once — the server learns it from Gradio's own record of the event."""
+    from gradio_client import Client
+
+    s = app_demo.scheduler
+    c = Client(app_demo.local_url, verbose=False)
+    before = dict(s.counts)
+    job = c.submit(None, 240, api_name="/evaluate")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (s._running is not None and s._running.label == "evaluation"):
+        time.sleep(0.05)
+    assert s._running is not None and s._running.label == "evaluation"
+    time.sleep(0.5)
+    job.cancel()
+    deadline = time.time() + 20
+    while time.time() < deadline and s.counts["cancelled"] == before["cancelled"]:
+        time.sleep(0.05)
+    assert s.counts["cancelled"] == before["cancelled"] + 1  # stopped at its next turn, not run to the end
+    ex = tinymodels.held_out_examples(1, seed=46)[0]
+    t0 = time.time()
+    assert c.predict(ex.context, ex.question, 1, False, api_name="/compare")["results"][0]["answer"] == ex.answer
+    assert time.time() - t0 < 30
+
+
+def test_evaluate_and_inspect_report_their_threads(client):
+    """Inspect, Evaluate and Recipes choose a thread count for the machine as it is, and say so, as Compare does."""
+    ex = tinymodels.held_out_examples(1, seed=47)[0]
+    d = client.predict(ex.context, ex.question, 0, api_name="/inspect")
+    assert d["threads"] >= 1 and "thread" in d["threads_why"]
+    out = client.predict(None, 3, api_name="/evaluate")
+    assert out[3]["threads"] >= 1 and "thread" in out[3]["threads_why"]
+
+
+# ------------------------------------------------------------------ take it away: downloads, links, exports
+
+
+def test_a_card_and_a_recipe_row_download_as_zipped_folders(app_demo, client):
+    """'Download this INT8 model' builds the card's recipe as an artifact folder with its model card, zipped; the
+    recipes table's chosen row downloads the same way, its card reporting what the table measured."""
+    import zipfile
+
+    page = app_demo.page
+    z = page.download_card("int8-cpu", None)
+    names = zipfile.ZipFile(z).namelist()
+    top = names[0].split("/")[0]
+    assert {f"{top}/README.md", f"{top}/quantqa.json", f"{top}/int8_state_dict.pt", f"{top}/config.json"} <= set(names)
+    manifest = json.loads(zipfile.ZipFile(z).read(f"{top}/quantqa.json"))
+    assert manifest["recipe"]["name"] == "dynamic-per-channel"  # what the card runs
+    fig, table, summary, rec, csv_file, row = client.predict(None, 12, 90, 1, ["dynamic-per-tensor"],
+                                                             api_name="/recipes")
+    assert rec["set"].startswith("the built-in real-text set") and rec["n"] == 12
+    from app import row_labels
+
+    labels = row_labels(rec)
+    assert [c[0] for c in row["choices"]] == labels[1:]  # the list offers every INT8 row ...
+    row = row["value"]  # ... with the chosen one (else the first) picked
+    assert row in labels[1:]
+    z = page.download_row(rec, row)
+    top = zipfile.ZipFile(z).namelist()[0].split("/")[0]
+    card = zipfile.ZipFile(z).read(f"{top}/README.md").decode()
+    picked = rec["recipes"][labels.index(row)]
+    assert f"{picked['agreement']:.1f} %" in card and "the built-in real-text set" in card
+    csv_text = open(csv_file).read()
+    assert csv_text.splitlines()[0].startswith("recipe,layers in FP32,same span as FP32 %")
+
+
+def test_evaluate_tables_export_as_csv(client):
+    table, summary, dis, d, files = client.predict(None, 4, api_name="/evaluate")
+    texts = [open(f).read() for f in files]
+    assert texts[0].splitlines()[0].startswith("variant,EM %,F1 %,same span as FP32 %")
+    assert len(texts[0].splitlines()) == 1 + len(d["results"])
+    assert texts[1].splitlines()[0] == "variant,question,passage,FP32,INT8,gold"
+
+
+def test_the_comparison_exports_as_markdown():
+    from quant.render import comparison_markdown
+
+    d = {"model": "m", "question": "Who | why?", "windows": 1, "tokens_per_window": 40, "threads": 2,
+         "runs": {"done": 3}, "recipes": {"int8-cpu": "dynamic, per-channel weights"},
+         "sizes_mib": {"fp32": 10.0, "int8": 4.0},
+         "results": [{"variant": "fp32-cpu", "available": True, "answer": "Ada | L", "latency_ms": {"median": 10.0,
+                      "p90": 11.0}, "speedup": 1.0},
+                     {"variant": "int8-cpu", "available": True, "answer": "", "latency_ms": {"median": 4.0, "p90": 4.5},
+                      "speedup": 2.5},
+                     {"variant": "fp32-cuda", "available": False, "reason": "no GPU"}]}
+    md = comparison_markdown(d, "Test CPU")
+    assert "| FP32 · CPU | Ada \\| L | 10.0 | 11.0 | 1.00 |  |" in md
+    assert "| INT8 · CPU | (no answer) | 4.0 | 4.5 | 2.50 | dynamic, per-channel weights |" in md
+    assert "| FP32 · CUDA | not available: no GPU | | | | |" in md and "Test CPU" in md
+
+
+def test_links_travel_plain_or_compressed_and_refuse_damage():
+    from quant import InputError, links
+
+    examples = [{"label": "Hastings", "passage": "P1", "question": "Q1"}, {"label": "Curie", "passage": "P2",
+                                                                           "question": "Q2"}]
+    assert links.parse({"example": "2"}, examples) == ("P2", "Q2")
+    assert links.parse({"example": "hastings"}, examples) == ("P1", "Q1")
+    assert links.parse({}, examples) is None and links.parse({"utm_source": "x"}, examples) is None
+    short = links.query("Ada was born in 1815.", "When?")
+    assert short.startswith("?passage=") and "1815" in short
+    import urllib.parse
+
+    params = dict(urllib.parse.parse_qsl(short[1:]))
+    assert links.parse(params, examples) == ("Ada was born in 1815.", "When?")
+    passage = "The Normans were the people who in the 10th and 11th centuries gave their name to Normandy. " * 100
+    long = links.query(passage, "Who gave their name to Normandy?")
+    assert long.startswith("?z=") and len(long) < len(passage) / 5  # ~9,000 characters travel in ~300
+    assert links.parse({"z": long[3:]}, examples) == (passage, "Who gave their name to Normandy?")
+    for bad, message in (({"example": "9"}, "there are 2"), ({"z": long[3:-20]}, "could not be read"),
+                         ({"z": "!!!"}, "could not be read"), ({"passage": "P"}, "both a passage and a question")):
+        with pytest.raises(InputError, match=message):
+            links.parse(bad, examples)
+    import base64
+    import zlib
+
+    bomb = base64.urlsafe_b64encode(zlib.compress(b"[" + b" " * 10_000_000 + b"]", 9)).decode()
+    with pytest.raises(InputError, match="could not be read"):  # never inflated past the passage limit
+        links.parse({"z": bomb}, examples)

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import tinymodels
-from quant import Comparator
+from quant.compare import compare
+from quant.inspection import inspect_question
+from quant import ModelSet
 from quant.compare import STATIC_VARIANT, run_windows
 from quant.figures import heatmap_figure
 from quant.metrics import sqnr_db
@@ -24,12 +26,12 @@ def arch_dirs(tmp_path_factory):
 
 @pytest.mark.parametrize("family", tinymodels.ARCHITECTURES)
 def test_every_variant_and_inspect_work(family, arch_dirs):
-    comp = Comparator(str(arch_dirs[family]), variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=None)
+    comp = ModelSet(str(arch_dirs[family]), variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=None)
     assert comp.availability() == {"fp32-cpu": None, "int8-cpu": None, STATIC_VARIANT: None}, comp.availability()
     n_linear = sum(isinstance(m, torch.nn.Linear) for m in comp.fp32_eager.modules())
     assert comp.layer_counts["linear_int8"] == n_linear  # every Linear quantized (dynamic)
     ex = tinymodels.held_out_examples(1, seed=91)[0]
-    c = comp.compare(ex.context * 3, ex.question, runs=1)  # a few hundred tokens: more than one window here
+    c = compare(comp, ex.context * 3, ex.question, runs=1)  # a few hundred tokens: more than one window here
     for r in c.results:
         assert r.available, (r.variant, r.reason)
         assert c.context[r.start:r.end] == r.answer and r.latency.runs == 1
@@ -40,7 +42,7 @@ def test_every_variant_and_inspect_work(family, arch_dirs):
         for v in ("int8-cpu", STATIC_VARIANT):
             got = torch.cat([t[mask] for t in run_windows(comp.model(v), enc.inputs)])
             assert sqnr_db(ref, got) > 15.0, (family, v)  # random tiny weights: 25-45 dB measured
-    d = comp.inspect(ex.context, ex.question, keep_least_precise=1, runs=1)
+    d = inspect_question(comp, ex.context, ex.question, keep_least_precise=1, runs=1)
     kinds = {x["name"]: x["kind"] for x in d["layers"]}
     assert len(kinds) == n_linear and "linear" not in kinds.values(), kinds
     per_layer = [x for x in d["layers"] if x["layer"] is not None]

@@ -1,16 +1,18 @@
-"""Comparator: every variant on one question, contract of the result, CUDA fallback."""
+"""ModelSet: every variant on one question, contract of the result, CUDA fallback."""
 
 import pytest
 import torch
 
 import tinymodels
-from quant import Comparator, InputError
+from quant.compare import compare
+from quant.inspection import inspect_question
+from quant import InputError, ModelSet
 from quant.compare import EXTRA_VARIANTS
 
 
 def test_compare_answers_and_contract(trained):
     ex = tinymodels.held_out_examples(1, seed=5)[0]
-    c = trained.compare(ex.context, ex.question, runs=3)
+    c = compare(trained, ex.context, ex.question, runs=3)
     d = c.to_dict()
     assert [r["variant"] for r in d["results"]] == ["fp32-cpu", "int8-cpu", "fp32-cuda"]
     for r in d["results"][:2]:
@@ -29,14 +31,14 @@ def test_compare_answers_and_contract(trained):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
 def test_cuda_variant_reports_unavailable_without_gpu(trained):
     ex = tinymodels.held_out_examples(1)[0]
-    r = trained.compare(ex.context, ex.question, runs=1).result("fp32-cuda")
+    r = compare(trained, ex.context, ex.question, runs=1).result("fp32-cuda")
     assert r.available is False and "CUDA is not available" in r.reason
     assert r.latency is None and r.to_dict()["latency_ms"] is None
 
 
 def test_unanswerable_gives_empty_answer(trained):
     ex = tinymodels.held_out_examples(1, seed=21, unanswerable=True)[0]
-    c = trained.compare(ex.context, ex.question, runs=1)
+    c = compare(trained, ex.context, ex.question, runs=1)
     assert c.result("fp32-cpu").answer == "" and c.result("int8-cpu").answer == ""
     assert c.result("fp32-cpu").start == c.result("fp32-cpu").end == 0
 
@@ -53,7 +55,7 @@ def test_long_passage_answer_in_later_window(trained):
     context = filler + " " + ex.context
     saved, trained.max_length = trained.max_length, 64
     try:
-        c = trained.compare(context, ex.question, runs=1)
+        c = compare(trained, context, ex.question, runs=1)
     finally:
         trained.max_length = saved
     assert c.windows >= 3
@@ -66,15 +68,15 @@ def test_long_passage_answer_in_later_window(trained):
 def test_runs_capped_for_many_windows(trained):
     ex = tinymodels.held_out_examples(1)[0]
     context = " ".join(tinymodels.FILLERS * 40) + " " + ex.context  # ~2,000 tokens: 7+ windows
-    c = trained.compare(context, ex.question, runs=50)
+    c = compare(trained, context, ex.question, runs=50)
     assert c.windows * c.runs <= 100 and c.notes
 
 
 def test_bad_input_is_an_input_error(trained):
     with pytest.raises(InputError, match="empty"):
-        trained.compare("   ", "Where?", runs=1)
+        compare(trained, "   ", "Where?", runs=1)
     with pytest.raises(InputError, match="Timed runs"):
-        trained.compare("text", "Where?", runs=0)
+        compare(trained, "text", "Where?", runs=0)
 
 
 def test_question_too_long_for_window(trained):
@@ -82,15 +84,15 @@ def test_question_too_long_for_window(trained):
     saved, trained.max_length = trained.max_length, 64
     try:
         with pytest.raises(InputError, match="question is too long"):
-            trained.compare(ex.context, " ".join(["Where"] * 60), runs=1)
+            compare(trained, ex.context, " ".join(["Where"] * 60), runs=1)
     finally:
         trained.max_length = saved
 
 
 def test_extra_variants_are_reported(trained_model_dir):
-    comp = Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu") + EXTRA_VARIANTS, log=None)
+    comp = ModelSet(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu") + EXTRA_VARIANTS, log=None)
     ex = tinymodels.held_out_examples(1, seed=8)[0]
-    c = comp.compare(ex.context, ex.question, runs=2)
+    c = compare(comp, ex.context, ex.question, runs=2)
     bf16 = c.result("bf16-cpu")
     from quant import env
 
@@ -108,7 +110,7 @@ def test_extra_variants_are_reported(trained_model_dir):
 
 def test_unknown_variant_rejected(trained_model_dir):
     with pytest.raises(ValueError, match="unknown variant"):
-        Comparator(str(trained_model_dir), variants=("fp64-tpu",), log=None)
+        ModelSet(str(trained_model_dir), variants=("fp64-tpu",), log=None)
 
 
 def test_gpu_failure_during_request_keeps_cpu_results(trained):
@@ -123,7 +125,7 @@ def test_gpu_failure_during_request_keeps_cpu_results(trained):
     trained._variants["fp32-cuda"] = _Variant("fp32-cuda", Exploding(), "cpu")
     try:
         ex = tinymodels.held_out_examples(1, seed=2)[0]
-        c = trained.compare(ex.context, ex.question, runs=2)
+        c = compare(trained, ex.context, ex.question, runs=2)
         cuda = c.result("fp32-cuda")
         assert cuda.available is False and "out of memory" in cuda.reason
         assert c.result("fp32-cpu").answer == ex.answer and c.result("int8-cpu").answer == ex.answer
@@ -139,25 +141,27 @@ def test_without_torch_ao_quantization_the_app_starts_and_the_card_says_why(trai
     import app as app_module
 
     monkeypatch.setitem(sys.modules, "torch.ao.quantization", None)  # `from torch.ao.quantization import` fails
-    comp = Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
+    comp = ModelSet(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
     why = comp.availability()["int8-cpu"]
     assert why and "torch.ao.quantization" in why and "bench/README.md" in why
     assert comp.sizes_mib["int8"] is None and comp.layer_counts["linear_int8"] == 0
     ex = tinymodels.held_out_examples(1, seed=13)[0]
-    c = comp.compare(ex.context, ex.question, runs=1)
+    c = compare(comp, ex.context, ex.question, runs=1)
     assert c.result("fp32-cpu").answer == ex.answer and c.result("int8-cpu").available is False
-    demo = app_module.build_demo(comp, warm_examples=False)  # the page builds
-    assert demo is not None
+    demo = app_module.build_demo(comp, warm_examples=False)  # the page builds, its INT8 card saying why
+    card_md = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "md-int8-cpu")
+    assert "Not available" in card_md.value and "torch.ao.quantization" in card_md.value.replace("\\", "")
+    demo.scheduler.stop()
     card = app_module.card_markdown(c.result("int8-cpu").to_dict(), "INT8 · CPU")
     assert "Not available" in card and "torch.ao.quantization" in card.replace("\\", "")  # Markdown-escaped
     with pytest.raises(InputError, match="Inspect needs dynamic INT8"):
-        comp.inspect(ex.context, ex.question)
+        inspect_question(comp, ex.context, ex.question)
 
 
 def test_without_torch_jit_trace_int8_runs_eagerly_and_says_so(trained_model_dir, monkeypatch):
     monkeypatch.delattr(torch.jit, "trace")
-    comp = Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
+    comp = ModelSet(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
     assert comp.availability()["int8-cpu"] is None
     assert "torch.jit.trace is not in this torch" in comp.torchscript_note
     ex = tinymodels.held_out_examples(1, seed=14)[0]
-    assert comp.compare(ex.context, ex.question, runs=1).result("int8-cpu").answer == ex.answer
+    assert compare(comp, ex.context, ex.question, runs=1).result("int8-cpu").answer == ex.answer

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import tinymodels
-from quant import Comparator
+from quant.compare import compare
+from quant import ModelSet
 from quant.compare import DEFAULT_VARIANTS
 
 pytestmark = pytest.mark.cuda
@@ -12,12 +13,12 @@ pytestmark = pytest.mark.cuda
 
 @pytest.fixture(scope="module")
 def gpu_comp(trained_model_dir):
-    return Comparator(str(trained_model_dir), variants=DEFAULT_VARIANTS + ("fp16-cuda",), log=None)
+    return ModelSet(str(trained_model_dir), variants=DEFAULT_VARIANTS + ("fp16-cuda",), log=None)
 
 
 def test_cuda_answers_match_cpu(gpu_comp):
     for ex in tinymodels.held_out_examples(10, seed=31):
-        c = gpu_comp.compare(ex.context, ex.question, runs=3)
+        c = compare(gpu_comp, ex.context, ex.question, runs=3)
         cpu, gpu, half = c.result("fp32-cpu"), c.result("fp32-cuda"), c.result("fp16-cuda")
         assert gpu.available, gpu.reason
         assert (gpu.start, gpu.end) == (cpu.start, cpu.end)

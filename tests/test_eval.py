@@ -5,6 +5,7 @@ import json
 import pytest
 
 import tinymodels
+from quant.compare import predict
 from quant.evaluate import (SquadFormatError, compute_exact, compute_f1, evaluate, load_squad, normalize_answer,
                             parse_squad, score, Example)
 from test_cli import run_cli
@@ -70,11 +71,11 @@ def test_eval_on_trained_model(trained, tmp_path):
 
 
 def _expected(trained, examples):
-    """EM per variant and agreement, computed question by question through Comparator.predict."""
+    """EM per variant and agreement, computed question by question through ModelSet.predict."""
     em = {"fp32-cpu": 0, "int8-cpu": 0}
     agree = 0
     for ex in examples:
-        r = trained.predict(ex.context, ex.question)
+        r = predict(trained, ex.context, ex.question)
         for v in em:
             em[v] += score(ex, r[v].answer)[0]
         agree += (r["fp32-cpu"].start, r["fp32-cpu"].end) == (r["int8-cpu"].start, r["int8-cpu"].end)
@@ -179,3 +180,38 @@ def test_evaluate_tab_through_api(app_url, tmp_path):
     bad.write_text("{oops")
     with pytest.raises(AppError, match="not valid JSON"):
         c.predict(handle_file(str(bad)), 5, api_name="/evaluate")
+
+
+def test_the_built_in_sets_answer_offsets_point_at_their_answers():
+    """assets/realqa.json: every answer_start is where its text is in its passage (load_squad checks them too)."""
+    import json as _json
+
+    from quant.evaluate import BUILTIN
+
+    data = _json.loads(BUILTIN.read_text(encoding="utf-8"))
+    n = 0
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                for a in qa["answers"]:
+                    assert para["context"][a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"], qa
+                    n += 1
+    assert n == 168 and len(load_squad(BUILTIN)) == 240
+
+
+def test_a_squad_file_whose_offsets_miss_is_refused(tmp_path):
+    import json as _json
+
+    def one(answer):
+        return {"data": [{"paragraphs": [{"context": "Ada was born in 1815.", "qas": [
+            {"id": "q", "question": "When?", "answers": [answer]}]}]}]}
+
+    for answer, message in (({"text": "1815", "answer_start": 400}, "outside its passage"),
+                            ({"text": "1815", "answer_start": 0}, "is not at answer_start 0"),
+                            ({"text": "1815", "answer_start": "16"}, "whole number")):
+        f = tmp_path / "bad.json"
+        f.write_text(_json.dumps(one(answer)))
+        with pytest.raises(SquadFormatError, match=message):
+            load_squad(f)
+    f.write_text(_json.dumps(one({"text": "1815", "answer_start": 16})))
+    assert load_squad(f)[0].answers == ("1815",)

@@ -2,6 +2,7 @@
 
 import pytest
 
+from quant.compare import compare, predict
 from quant.inputs import MAX_CONTEXT_CHARS, InputError, check_inputs, clean_text
 from quant.timing import LatencyStats, measure, measure_interleaved, percentile
 
@@ -93,21 +94,21 @@ def test_window_bound_is_in_windows_not_characters(trained):
     from quant.inputs import MAX_WINDOWS
 
     prose = ("Ada Lovelace was born in London in 1815. " * 250)[:MAX_CONTEXT_CHARS]
-    c = trained.compare(prose, "When was Ada Lovelace born?", runs=50)
+    c = compare(trained, prose, "When was Ada Lovelace born?", runs=50)
     assert c.windows <= MAX_WINDOWS
     assert c.windows * (c.runs + 1) <= 100 and c.notes  # warm-up counted in the per-request cap
     with pytest.raises(InputError, match=r"needs \d+ windows .* limit is 32 windows"):
-        trained.compare("!" * MAX_CONTEXT_CHARS, "When?", runs=1)
+        compare(trained, "!" * MAX_CONTEXT_CHARS, "When?", runs=1)
     with pytest.raises(InputError, match="limit is 32 windows"):
-        trained.predict("!" * MAX_CONTEXT_CHARS, "When?")
+        predict(trained, "!" * MAX_CONTEXT_CHARS, "When?")
     with pytest.raises(InputError, match="limit is 10,000"):
-        trained.predict("x " * 500_000, "When?")  # refused before tokenizing
+        predict(trained, "x " * 500_000, "When?")  # refused before tokenizing
 
 
 @pytest.mark.parametrize("warmup", [-1, 11, 2.5, "3", True])
 def test_warmup_is_validated(trained, warmup):
     with pytest.raises(InputError, match="Warm-up runs must be a whole number from 0 to 10"):
-        trained.compare("Ada was born in Paris.", "Where?", runs=1, warmup=warmup)
+        compare(trained, "Ada was born in Paris.", "Where?", runs=1, warmup=warmup)
 
 
 def test_windows_run_in_bounded_batches(trained):
@@ -121,7 +122,7 @@ def test_windows_run_in_bounded_batches(trained):
     try:
         saved, trained.max_length = trained.max_length, 64
         context = " ".join(["The river runs through the old town."] * 60) + " Ada Lovelace was born in 1815."
-        trained.predict(context, "When was Ada Lovelace born?", variants=["fp32-cpu"])
+        predict(trained, context, "When was Ada Lovelace born?", variants=["fp32-cpu"])
     finally:
         trained.max_length = saved
         handle.remove()

@@ -14,7 +14,9 @@ import torch
 
 import tinymodels
 from quant import QuantConfig, quantize
-from quant.inspect import Inspector, MixedModels, layer_kind, outlier_ratio, sqnr_db
+from quant.compare import predict
+from quant.inspect import Inspector, layer_kind, outlier_ratio, sqnr_db
+from quant.variants import MixedModels
 from test_cli import run_cli
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -151,10 +153,10 @@ def test_inspector_removes_hooks_when_the_forward_fails(trained):
 
 
 def test_layers_kept_in_fp32_report_no_noise(trained_model_dir):
-    from quant import Comparator
+    from quant import ModelSet
 
     keep = ("bert.encoder.layer.1.output.dense", "qa_outputs")
-    comp = Comparator(str(trained_model_dir), quant=QuantConfig(keep_fp32=keep), variants=("fp32-cpu", "int8-cpu"),
+    comp = ModelSet(str(trained_model_dir), quant=QuantConfig(keep_fp32=keep), variants=("fp32-cpu", "int8-cpu"),
                       log=None)
     ins = Inspector(comp.fp32_eager, comp.int8_eager, comp.tokenizer, keep_fp32=comp.quant.keep_fp32)
     ex = tinymodels.held_out_examples(1, seed=7)[0]
@@ -206,7 +208,7 @@ def test_tune_on_tiny_model_meets_an_easy_target_at_once(trained, tmp_path):
 # ------------------------------------------------------------------------------------------- MiniLM-QA (real weights)
 
 def _spans(comp, ex):
-    r = comp.predict(ex.context, ex.question)
+    r = predict(comp, ex.context, ex.question)
     return (r["fp32-cpu"].start, r["fp32-cpu"].end), (r["int8-cpu"].start, r["int8-cpu"].end)
 
 
@@ -235,7 +237,7 @@ def test_minilm_fp32_vs_int8_fidelity(minilm):
     exs = _held_out()
     fp32_ok = same = 0
     for ex in exs:
-        r = minilm.predict(ex.context, ex.question)
+        r = predict(minilm, ex.context, ex.question)
         fp32_ok += r["fp32-cpu"].answer == ex.answer
         same += (r["fp32-cpu"].start, r["fp32-cpu"].end) == (r["int8-cpu"].start, r["int8-cpu"].end)
     sq = sorted(_logits_sqnr(minilm, minilm.int8_eager, exs))

@@ -10,6 +10,7 @@ import torch
 import tinymodels
 from quant import (QuantConfig, count_quantized, load_artifact, load_model, quantize, save_artifact,
                    state_dict_mib)
+from quant.compare import predict
 from quant.qa import encode
 from quant.quantize import ARTIFACT_WEIGHTS, available_engines, choose_engine, use_engine
 
@@ -60,14 +61,14 @@ def _logits(model, enc):
 @pytest.mark.parametrize("embeddings", [False, True])
 def test_int8_matches_fp32_on_trained_model(trained_model_dir, embeddings):
     """Same answers on held-out questions; logits close by SQNR."""
-    from quant import Comparator
+    from quant import ModelSet
 
-    comp = Comparator(str(trained_model_dir), quant=QuantConfig(embeddings=embeddings), log=None)
+    comp = ModelSet(str(trained_model_dir), quant=QuantConfig(embeddings=embeddings), log=None)
     examples = tinymodels.held_out_examples(40) + tinymodels.held_out_examples(10, seed=99, unanswerable=True)
     fp32_correct = int8_correct = same = 0
     sqnrs = []
     for ex in examples:
-        res = comp.predict(ex.context, ex.question)
+        res = predict(comp, ex.context, ex.question)
         f, q = res["fp32-cpu"], res["int8-cpu"]
         fp32_correct += f.answer == ex.answer
         int8_correct += q.answer == ex.answer
@@ -153,14 +154,14 @@ def test_engine_choice_is_measured_and_set():
 
 @pytest.mark.parametrize("engine", [e for e in ("x86", "fbgemm", "onednn") if e in torch.backends.quantized.supported_engines])
 def test_each_engine_keeps_answers(trained_model_dir, engine):
-    from quant import Comparator
+    from quant import ModelSet
 
     before = torch.backends.quantized.engine
     try:
-        comp = Comparator(str(trained_model_dir), quant=QuantConfig(engine=engine), log=None)
+        comp = ModelSet(str(trained_model_dir), quant=QuantConfig(engine=engine), log=None)
         assert comp.engine == engine
         for ex in tinymodels.held_out_examples(15, seed=3):
-            r = comp.predict(ex.context, ex.question)
+            r = predict(comp, ex.context, ex.question)
             assert (r["fp32-cpu"].start, r["fp32-cpu"].end) == (r["int8-cpu"].start, r["int8-cpu"].end)
     finally:
         torch.backends.quantized.engine = before

@@ -5,7 +5,7 @@ import json
 import pytest
 
 import tinymodels
-from quant.recipes import RECIPES, compare_recipes, find_k
+from quant.recipes import RECIPES, RecipeResult, choose, compare_recipes, find_k, mark_pareto
 from quant.tune import QuestionSet, rank_layers
 from test_cli import run_cli
 from test_eval import squad_file
@@ -35,26 +35,40 @@ def tiny_set(trained, tmp_path_factory):
     return qs, rank_layers(trained, qs, questions=8)
 
 
+def _row(name, agreement, ms, target=90.0):
+    return RecipeResult(name, [], agreement, 0.0, 0.0, 30.0, 100.0, median_ms=ms, meets=agreement >= target)
+
+
+def test_the_choice_is_the_fastest_row_that_meets_the_target():
+    """A faster row that misses the target never wins; among those that meet it, the fastest does."""
+    rows = [_row("accurate", 99.0, 10.0), _row("fast-but-wrong", 85.0, 5.0), _row("chosen", 92.0, 8.0),
+            _row("slow", 95.0, 12.0)]
+    assert choose(rows).recipe == "chosen"
+    assert choose([_row("fast-but-wrong", 85.0, 5.0)]) is None  # nothing meets: nothing is chosen
+    mark_pareto(rows)
+    # "slow" is beaten by "accurate" on both axes; every other row is best at something
+    assert {r.recipe: r.pareto for r in rows} == {"accurate": True, "fast-but-wrong": True, "chosen": True,
+                                                  "slow": False}
+    tie = [_row("a", 90.0, 8.0), _row("b", 90.0, 8.0)]
+    mark_pareto(tie)
+    assert all(r.pareto for r in tie)  # equal on both axes: neither beats the other
+
+
 def test_recipes_side_by_side_on_the_tiny_model(trained, tiny_set):
     qs, ranking = tiny_set
-    rep = compare_recipes(trained, qs, ranking, 90.0, recipes=("dynamic-per-tensor", "dynamic-per-channel", "static"),
-                          max_keep=3, runs=3)
+    rep = compare_recipes(trained, qs, ranking, 90.0, recipes=RECIPES, max_keep=3, runs=3)
     d = rep.to_dict()
     rows = d["recipes"]
     assert rows[0]["recipe"] == "fp32" and rows[0]["agreement"] == 100.0
-    assert {r["recipe"] for r in rows[1:]} == {"dynamic-per-tensor", "dynamic-per-channel", "static"}
+    assert {r["recipe"] for r in rows[1:]} == set(RECIPES)  # per-token (torchao) too
+    per_token = next(r for r in rows if r["recipe"] == "dynamic-per-token")
+    assert "torch.compile" in per_token["note"] and per_token["agreement"] >= 90
     for r in rows:
         assert set(r) >= {"recipe", "keep_fp32", "agreement", "exact_match", "f1", "sqnr_db", "size_mib", "median_ms"}
         assert 0 <= r["agreement"] <= 100 and r["size_mib"] > 0 and r["median_ms"] > 0
     # the tiny model's INT8 keeps its answers: each recipe alone meets 90%, so no K was needed
     assert all(not r["keep_fp32"] and r["meets_target"] for r in rows[1:])
-    meeting = [r for r in rows[1:] if r["meets_target"]]
-    fastest = min(meeting, key=lambda r: r["median_ms"])
-    assert d["chosen"] == {"recipe": fastest["recipe"], "keep_fp32": fastest["keep_fp32"]}
-    for r in rows:  # the Pareto front: nothing is at least as good on both axes and better on one
-        beaten = any(o is not r and o["agreement"] >= r["agreement"] and o["median_ms"] <= r["median_ms"] and
-                     (o["agreement"] > r["agreement"] or o["median_ms"] < r["median_ms"]) for o in rows)
-        assert r["pareto"] is not beaten
+    assert d["chosen"]["recipe"] == rep.chosen.recipe and rep.chosen in rep.rows[1:]
     assert "chosen:" in rep.table()
 
 
@@ -70,6 +84,7 @@ def test_a_recipe_below_target_gets_its_k(minilm):
     rep = compare_recipes(minilm, qs, ranking, 95.0, recipes=("dynamic-per-tensor",), max_keep=4, runs=2)
     rows = [r for r in rep.rows if r.recipe == "dynamic-per-tensor"]
     assert rows[0].agreement < 95.0, "INT8 alone should lose answers on real text"
+    assert rows[0].meets is False and rep.chosen is not rows[0]  # the row that misses the target is never chosen
     assert len(rows) == 2 and rows[1].keep_fp32 == [n for n, _ in ranking[:len(rows[1].keep_fp32)]]
     assert 1 <= len(rows[1].keep_fp32) <= 4 and rows[1].size_mib > rows[0].size_mib
     assert rows[1].agreement > rows[0].agreement and rows[1].sqnr_db > rows[0].sqnr_db
@@ -104,4 +119,8 @@ def test_recipes_through_the_app(app_url):
     assert [r["recipe"] for r in d["recipes"]][0] == "fp32" and len(d["recipes"]) >= 3
     assert "Ship" in summary or "No recipe" in summary
     assert [row[0] for row in table["data"]] == [r["recipe"] for r in d["recipes"]]
-    assert fig is not None and set(RECIPES) >= {r["recipe"] for r in d["recipes"][1:]}
+    assert set(RECIPES) >= {r["recipe"] for r in d["recipes"][1:]}
+    plot = json.loads(fig["plot"]) if isinstance(fig.get("plot"), str) else fig.get("plot", fig)  # gr.Plot's payload
+    points = sum(len(t.get("x") or []) for t in plot["data"])
+    assert points >= len(d["recipes"])  # the Pareto chart: a point per row ...
+    assert all(r["recipe"] in json.dumps(plot) for r in d["recipes"])  # ... each named

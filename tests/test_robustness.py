@@ -164,16 +164,102 @@ def test_full_queue_refuses_politely(server):
 
 
 def test_memory_does_not_grow_with_requests(server):
+    """Every request distinct and measured (none shared, none stored for another): once the stored results are at
+    their bound and older ones are evicted, 60 more requests leave the server's memory where it was."""
     import psutil
     from gradio_client import Client
+
+    from quant.line import CACHE_SIZE
 
     url, proc = server
     c = Client(url, verbose=False)
     ex = tinymodels.held_out_examples(1, seed=71)[0]
-    for _ in range(10):  # warm-up: allocator pools, caches
-        c.predict(ex.context, ex.question, 2, False, api_name="/compare")
+    shared = 0
+
+    def ask(i: int) -> None:
+        nonlocal shared
+        d = c.predict(ex.context + f" Entry {i}.", ex.question, 1, False, api_name="/compare")
+        shared += "shared" in d
+
+    for i in range(CACHE_SIZE + 10):  # the stored results fill to their bound; allocator pools warm up
+        ask(i)
     before = psutil.Process(proc.pid).memory_info().rss
-    for i in range(60):
-        c.predict(ex.context + " " * (i % 7), ex.question, 2, False, api_name="/compare")
+    for i in range(CACHE_SIZE + 10, CACHE_SIZE + 70):  # 60 more, each evicting the oldest stored one
+        ask(i)
     after = psutil.Process(proc.pid).memory_info().rss
+    assert shared == 0  # measured, every one
     assert (after - before) / 2**20 < 40, f"RSS grew by {(after - before) / 2**20:.1f} MiB over 60 requests"
+
+
+# ------------------------------------------------------------------ Evaluate and Recipes: bad input, one line each
+
+
+@pytest.fixture(scope="module")
+def console_server(trained_model_dir, tmp_path_factory):
+    """`python app.py --no-static` with its console in a file, to count what each bad request prints."""
+    import os
+    import subprocess
+    import time
+
+    from load import free_port
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("console") / "console.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--model", str(trained_model_dir), "--port", str(port),
+                                 "--no-static"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.time() + 120
+        while "Running on local URL" not in log.read_text() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}/", log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _bad_squad_files(tmp_path) -> dict:
+    import json
+
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)  # 200 KB of brackets
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"data": [{"paragraphs": [{"context": "Ada was born in 1815.", "qas": [
+        {"id": "q1", "question": "When?", "answers": [{"text": "1815", "answer_start": 400}]}]}]}]}))
+    return {"nested": nested, "outside": outside}
+
+
+def test_bad_evaluate_and_recipes_input_gets_one_clear_line_each(console_server, tmp_path):
+    """Each case: one clear line for the visitor, one line in the console, no traceback (these printed a traceback,
+    a RecursionError or Gradio's generic "upstream app has raised an exception")."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    url, log = console_server
+    c = Client(url, verbose=False)
+    files = _bad_squad_files(tmp_path)
+    everything = ["dynamic-per-tensor", "dynamic-per-channel"]
+    cases = [
+        ("/evaluate", (handle_file(str(files["nested"])), 5), "nested too deeply"),
+        ("/evaluate", (handle_file(str(files["outside"])), 5), "outside its passage"),
+        ("/evaluate", (None, "x"), "whole number"),
+        ("/evaluate", (None, 0), "from 1 to 500"),
+        ("/evaluate", (None, 1e9), "from 1 to 500"),
+        ("/evaluate", (None, 2.5), "whole number"),
+        ("/recipes", (None, 5, "abc", 1, everything), "number"),
+        ("/recipes", (None, 5, 1000, 1, everything), "from 1 to 100"),
+        ("/recipes", (None, 5, 90, -1, everything), "from 0 to 13"),
+        ("/recipes", (None, 5, 90, 2.5, everything), "whole number"),
+        ("/recipes", (None, 5, 90, 1, ["bogus"]), "bogus"),
+        ("/recipes", (None, 5, 90, 1, []), "at least one recipe"),
+    ]
+    before = log.read_text()
+    for api, args, message in cases:
+        with pytest.raises(AppError, match=message):
+            c.predict(*args, api_name=api)
+    console = log.read_text()[len(before):]
+    assert console.count("rejected request") == len(cases), console
+    assert "Traceback" not in console and "RecursionError" not in console, console
+    ex = tinymodels.held_out_examples(1, seed=72)[0]  # and it still serves
+    assert c.predict(ex.context, ex.question, 1, False, api_name="/compare")["results"][0]["answer"] == ex.answer

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import tinymodels
-from quant import Comparator
+from quant import ModelSet
+from quant.compare import compare, predict
+from quant.inspection import inspect_question
 from quant.compare import STATIC_VARIANT
 from quant.inspect import sqnr_db
 from quant.static import PARITY_DB, StaticUnavailable, build_static
@@ -16,7 +18,7 @@ from quant.static import PARITY_DB, StaticUnavailable, build_static
 @pytest.fixture(scope="module")
 def static_comp(trained_model_dir):
     """The tiny model with the static variant, built once into the test cache (QUANTQA_CACHE)."""
-    return Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=None)
+    return ModelSet(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=None)
 
 
 def test_static_answers_like_fp32_on_held_out_questions(static_comp):
@@ -25,10 +27,10 @@ def test_static_answers_like_fp32_on_held_out_questions(static_comp):
     same = 0
     sq = []
     for ex in exs:
-        r = static_comp.predict(ex.context, ex.question)
+        r = predict(static_comp, ex.context, ex.question)
         f, s = r["fp32-cpu"], r[STATIC_VARIANT]
         same += (f.start, f.end) == (s.start, s.end)
-        assert s.answer == static_comp.predict(ex.context, ex.question)[STATIC_VARIANT].answer  # deterministic
+        assert s.answer == predict(static_comp, ex.context, ex.question)[STATIC_VARIANT].answer  # deterministic
         enc = static_comp.encode_checked(ex.context, ex.question)
         with torch.inference_mode():
             a = static_comp.fp32_eager(**enc.inputs)
@@ -147,11 +149,22 @@ def test_cache_key_changes_with_the_weights(trained_model_dir):
     assert cache_key(copy.deepcopy(a.model), a.tokenizer, 384, calib) == key  # same weights, same key
 
 
-def test_a_corrupt_cache_entry_is_refused(trained_model_dir, tmp_path):
+def _copy_cached_package(static_comp, to) -> None:
+    """The session's package (built once, cached) copied into `to`: no second cold build for a cache test."""
+    import shutil
+    from pathlib import Path
+
+    pkg = Path(static_comp.variant(STATIC_VARIANT).model.info["path"])
+    for f in pkg.parent.glob(pkg.stem + ".*"):
+        shutil.copy(f, to / f.name)
+
+
+def test_a_corrupt_cache_entry_is_refused(trained_model_dir, static_comp, tmp_path):
     from quant import load_model
 
     lm = load_model(str(trained_model_dir))
-    build_static(lm.model, lm.tokenizer, cache_dir=tmp_path)
+    _copy_cached_package(static_comp, tmp_path)
+    assert build_static(lm.model, lm.tokenizer, cache_dir=tmp_path).info["cached"] is True  # the copy is used
     probes = next(tmp_path.glob("*.probes.pt"))
     stored = torch.load(probes, weights_only=True)
     stored["refs"] = [tuple(-t for t in r) for r in stored["refs"]]  # references that the package cannot match
@@ -160,16 +173,86 @@ def test_a_corrupt_cache_entry_is_refused(trained_model_dir, tmp_path):
         build_static(lm.model, lm.tokenizer, cache_dir=tmp_path)
 
 
+def test_a_build_for_another_cpu_or_torch_is_never_loaded(trained_model_dir, monkeypatch):
+    """The cache key names the CPU's instruction sets and the torch / torchao versions: a package compiled for
+    another machine or library is a different entry, never loaded here."""
+    from quant import load_model, static
+
+    a = load_model(str(trained_model_dir))
+    calib = static.calibration_texts()
+    key = static.cache_key(a.model, a.tokenizer, 384, calib)
+    flags = static._cpu_flags()
+    monkeypatch.setattr(static, "_cpu_flags", lambda: flags.replace("avx512", "avx2") + ",amx_int8")
+    assert static.cache_key(a.model, a.tokenizer, 384, calib) != key
+    monkeypatch.setattr(static, "_cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch, "__version__", torch.__version__ + ".post1")
+    assert static.cache_key(a.model, a.tokenizer, 384, calib) != key
+
+
+def test_the_cache_lives_where_a_space_keeps_files(tmp_path, monkeypatch):
+    """$QUANTQA_CACHE first; else a Space's persistent storage (/data) when writable; else ~/.cache/quantqa."""
+    from quant.static import default_cache
+
+    monkeypatch.delenv("QUANTQA_CACHE", raising=False)
+    data = tmp_path / "data"
+    assert default_cache(data) == tmp_path.home() / ".cache" / "quantqa" / "static"  # no /data
+    data.mkdir()
+    assert default_cache(data) == data / "quantqa" / "static"
+    data.chmod(0o500)
+    try:
+        import os
+
+        if not os.access(data, os.W_OK):  # (root can write anywhere)
+            assert default_cache(data) == tmp_path.home() / ".cache" / "quantqa" / "static"
+    finally:
+        data.chmod(0o700)
+    monkeypatch.setenv("QUANTQA_CACHE", str(tmp_path / "mine"))
+    assert default_cache(data) == tmp_path / "mine" / "static"
+
+
+def test_the_package_refuses_what_it_was_not_compiled_for(static_comp):
+    """Inside the compiled kernels an out-of-range position or token id is a failed check in an OpenMP worker: the
+    process aborts (the crash seen in the app: a window of ~1,800 tokens). The package now refuses such inputs with
+    a ValueError before they run; a child process shows the server survives them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    m = static_comp.variant(STATIC_VARIANT).model
+    assert m.max_seq == static_comp.max_length and m.limits["input_ids"] == static_comp.fp32_eager.config.vocab_size
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1])\n"
+        "from quant import ModelSet\n"
+        "from quant.compare import STATIC_VARIANT\n"
+        "m = ModelSet(sys.argv[2], variants=('fp32-cpu', STATIC_VARIANT), log=None).variant(STATIC_VARIANT).model\n"
+        "for n, bad_id in ((m.max_seq + 200, None), (20, m.limits['input_ids'] + 3)):\n"
+        "    ids = torch.randint(5, 100, (1, n))\n"
+        "    if bad_id is not None:\n"
+        "        ids[0, 3] = bad_id\n"
+        "    try:\n"
+        "        m(input_ids=ids, attention_mask=torch.ones_like(ids), token_type_ids=torch.zeros_like(ids))\n"
+        "        print('RAN', n)\n"
+        "    except ValueError as e:\n"
+        "        print('REFUSED', e)\n"
+        "print('ALIVE')\n")
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-c", code, str(root), static_comp.model_id], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("REFUSED") == 2 and "ALIVE" in p.stdout, p.stdout
+    assert "takes at most" in p.stdout and "input_ids outside" in p.stdout
+
+
 def test_no_compiler_makes_only_the_static_card_unavailable(trained_model_dir, tmp_path, monkeypatch):
     import shutil
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
-    comp = Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=None,
+    comp = ModelSet(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=None,
                       static_cache=tmp_path)
     why = comp.availability()[STATIC_VARIANT]
     assert why and "no C++ compiler" in why
     ex = tinymodels.held_out_examples(1, seed=35)[0]
-    c = comp.compare(ex.context, ex.question, runs=1)
+    c = compare(comp, ex.context, ex.question, runs=1)
     assert c.result(STATIC_VARIANT).available is False and "C++" in c.result(STATIC_VARIANT).reason
     assert c.result("fp32-cpu").answer == ex.answer and c.result("int8-cpu").answer == ex.answer
     assert not list(tmp_path.iterdir())  # nothing half-built left behind
@@ -180,7 +263,7 @@ def test_inspect_reports_the_static_row(static_comp):
     import app as app_module
 
     ex = tinymodels.held_out_examples(1, seed=37)[0]
-    d = static_comp.inspect(ex.context, ex.question, keep_least_precise=0, runs=1)
+    d = inspect_question(static_comp, ex.context, ex.question, keep_least_precise=0, runs=1)
     st = d["static"]
     assert st["answer"] == ex.answer == d["answers"]["fp32"]["best"]["answer"]
     assert ex.context[st["start"]:st["end"]] == st["answer"]
@@ -192,16 +275,16 @@ def test_inspect_reports_the_static_row(static_comp):
 def test_a_background_build_serves_the_other_cards_at_once_and_says_so(trained_model_dir, tmp_path):
     """`python app.py` builds static INT8 in the background: the other cards answer at once, the static card says
     it is not ready, and latencies measured meanwhile say the compiler was taking the cores."""
-    comp = Comparator(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=None,
+    comp = ModelSet(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu", STATIC_VARIANT), log=None,
                       static_cache=tmp_path, static="background")  # an empty cache: a cold build (~15 s here)
     ex = tinymodels.held_out_examples(1, seed=38)[0]
     assert comp.static_building() and comp.variant(STATIC_VARIANT).pending
-    c = comp.compare(ex.context, ex.question, runs=2)
+    c = compare(comp, ex.context, ex.question, runs=2)
     s = c.result(STATIC_VARIANT).to_dict()
     assert s["available"] is False and s["pending"] is True and "being built" in s["reason"]
     assert c.result("int8-cpu").answer == ex.answer
     assert any("compiled in the background during this measurement" in n for n in c.notes)
     assert comp.wait_static(timeout=600)
-    after = comp.compare(ex.context, ex.question, runs=2)
+    after = compare(comp, ex.context, ex.question, runs=2)
     assert after.result(STATIC_VARIANT).answer == ex.answer and not any("background" in n for n in after.notes)
     assert "int8_static" in comp.sizes_mib

@@ -1,0 +1,140 @@
+"""Ship what you chose (quant/artifact.py): every recipe as a folder that serves as measured, with a model card whose
+snippet runs with torch + transformers (+ torchao) alone."""
+
+import json
+import re
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import torch
+
+import tinymodels
+from quant import ModelSet, artifact
+from quant.compare import STATIC_VARIANT, compare
+from quant.qa import run_windows
+from quant.recipes import build_recipe
+
+KEEP = ["bert.encoder.layer.0.output.dense"]
+
+
+@pytest.fixture(scope="module")
+def models(trained_model_dir):
+    return ModelSet(str(trained_model_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
+
+
+@pytest.fixture(scope="module")
+def folders(models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("artifacts")
+    return {r: artifact.write(root / r, models, r, KEEP) for r in artifact.RECIPES}
+
+
+def _served(folder):
+    variants = ("fp32-cpu", "int8-cpu", STATIC_VARIANT) if "static" in folder.name else ("fp32-cpu", "int8-cpu")
+    m = ModelSet(str(folder), variants=variants, log=None)
+    return m, (STATIC_VARIANT if "static" in folder.name else "int8-cpu")
+
+
+@pytest.mark.parametrize("recipe", artifact.RECIPES)
+def test_every_recipe_is_a_folder_that_serves_as_measured(recipe, models, folders):
+    """The folder, served with --model, names its recipe on the card and gives the spans the recipe gives when
+    built directly (as `tune --recipes` measured it), question by question."""
+    folder = folders[recipe]
+    manifest = json.loads((folder / "quantqa.json").read_text())
+    assert manifest["format"] == "quantqa-int8/2" and manifest["recipe"]["name"] == recipe
+    assert manifest["recipe"]["keep_fp32"] == KEEP and manifest["torch"] == torch.__version__
+    assert manifest["transformers"] and manifest["cpu"]["name"]
+    served, variant = _served(folder)
+    assert "this folder's" in served.recipes()[variant] and artifact.describe(recipe, KEEP) in served.recipes()[variant]
+    direct, _, _ = build_recipe(recipe, models, KEEP)
+    with torch.inference_mode():
+        for ex in tinymodels.held_out_examples(8, seed=97):
+            c = compare(served, ex.context, ex.question, runs=1)
+            got = c.result(variant)
+            enc = models.encode_checked(c.context, c.question)
+            from quant.compare import decode
+
+            want = decode(variant, run_windows(direct, enc.inputs), enc, c.context, None)
+            assert (got.start, got.end) == (want.start, want.end), (recipe, ex.question, got.answer, want.answer)
+            assert c.result("fp32-cpu").available  # the FP32 card serves too (its weights, or the source model)
+
+
+@pytest.mark.parametrize("recipe", artifact.RECIPES)
+def test_the_model_card_snippet_runs_with_torch_and_transformers_alone(recipe, folders):
+    """The card's snippet (at most 15 lines), run in the folder by an isolated Python that cannot import quant,
+    gives the answer QuantQA serves from that folder."""
+    folder = folders[recipe]
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\n") and "pipeline_tag: question-answering" in card.split("---")[1]
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 15 and "quant." not in code.replace("torchao.quant", "")
+    ex = tinymodels.held_out_examples(1, seed=98)[0]
+    code = re.sub(r"^question, passage = .*$", f"question, passage = {ex.question!r}, {ex.context!r}", code,
+                  flags=re.M)
+    p = subprocess.run([sys.executable, "-I", "-c", code], cwd=folder, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    served, variant = _served(folder)
+    assert p.stdout.strip().splitlines()[-1] == compare(served, ex.context, ex.question, runs=1).result(variant).answer
+
+
+def test_the_card_reports_what_was_measured(models, tmp_path):
+    fp32 = {"recipe": "fp32", "agreement": 100.0, "exact_match": 40.0, "f1": 50.0, "median_ms": 20.0, "size_mib": 86.0}
+    row = {"recipe": "static", "agreement": 96.25, "exact_match": 39.5, "f1": 49.0, "median_ms": 5.0, "size_mib": 30.0,
+           "sqnr_db": 31.0, "keep_fp32": []}
+    measured = artifact.measurement(row, fp32, set_name="the built-in real-text set", n=80, seq_len=160,
+                                    cpu="Test CPU", threads=2)
+    from quant import quantize
+
+    out = artifact.write_dynamic(tmp_path / "a", quantize(models.fp32_eager), models.tokenizer, "dynamic-per-channel",
+                                 source_model=models.model_id, engine=models.engine, measured=measured)
+    card = (out / "README.md").read_text()
+    assert "On the built-in real-text set (80 questions), on Test CPU, 2 threads" in card
+    assert "| this model | 96.2 % | 39.5 | 49.0 | 5.0 ms @ 160 tokens | 4.00 | 30.0 MiB |" in card
+    assert "| FP32 | 100 % | 40.0 | 50.0 | 20.0 ms | 1.00 | 86.0 MiB |" in card
+
+
+def test_a_static_folder_runs_its_own_package_only_when_trusted(folders, trained_model_dir):
+    """By default the folder's compiled code is not run: the package is rebuilt here (from the cache here) and
+    checked against the logits the folder recorded; trusted and built for this machine, its own package is used;
+    trusted but built for another, it is rebuilt."""
+    folder = folders["static"]
+    logs = []
+    m = ModelSet(str(folder), variants=("fp32-cpu", STATIC_VARIANT), log=logs.append)
+    info = m.variant(STATIC_VARIANT).model.info
+    assert not info.get("trusted_package") and info["expect_db"] and min(info["expect_db"]) >= 20
+    m = ModelSet(str(folder), variants=("fp32-cpu", STATIC_VARIANT), log=logs.append, trust_package=True)
+    assert m.variant(STATIC_VARIANT).model.info["trusted_package"] is True
+    manifest = json.loads((folder / "quantqa.json").read_text())
+    manifest["static"]["key"] = "built-elsewhere"
+    (folder / "quantqa.json").write_text(json.dumps(manifest))
+    try:
+        logs.clear()
+        m = ModelSet(str(folder), variants=("fp32-cpu", STATIC_VARIANT), log=logs.append, trust_package=True)
+        assert not m.variant(STATIC_VARIANT).model.info.get("trusted_package")
+        assert any("built for another CPU, torch or recipe: rebuilding" in x for x in logs)
+    finally:
+        manifest["static"]["key"] = info["key"]
+        (folder / "quantqa.json").write_text(json.dumps(manifest))
+
+
+def test_weights_that_hold_code_are_refused(folders, tmp_path):
+    """A folder whose weights file is a pickle with code in it does not load (torch.load(weights_only=True))."""
+    import shutil
+
+    class Boom:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folders["dynamic-per-channel"], bad)
+    torch.save({"x": Boom()}, bad / "int8_state_dict.pt")
+    with pytest.raises(Exception, match="Weights only load failed|weights_only|Unsupported global"):
+        artifact.load(bad)
+
+
+def test_a_folder_zips_whole(folders, tmp_path):
+    z = artifact.zip_folder(folders["static"], tmp_path / "static.zip")
+    names = set(zipfile.ZipFile(z).namelist())
+    assert {"static/README.md", "static/quantqa.json", "static/model.safetensors", "static/calibration.json",
+            "static/static/package.pt2", "static/static/probes.pt", "static/config.json"} <= names
