@@ -56,6 +56,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     static.add_argument("--no-static", dest="static", action="store_false", help="no static INT8 card")
     ap.add_argument("--no-torchscript", dest="torchscript", action="store_false",
                     help="run INT8 eagerly instead of traced + frozen")
+    ap.add_argument("--trust-package", action="store_true",
+                    help="with an INT8 artifact folder of static INT8: run the compiled package it brought when it was "
+                         "built for this CPU and torch (default: rebuild it here from the folder's FP32 weights, so no "
+                         "code from the folder runs)")
     ap.add_argument("--thread-policy", choices=("auto", "cap", "off"),
                     default=os.environ.get("QUANTQA_THREAD_POLICY", "auto"),
                     help="auto (default): libgomp's spin, threads chosen per measurement from the free cores; "
@@ -774,7 +778,8 @@ def main(args: argparse.Namespace) -> int:
                                 quant=QuantConfig(embeddings=args.embeddings, engine=args.engine,
                                                   torchscript=args.torchscript, per_channel=args.per_channel,
                                                   keep_fp32=args.keep_fp32),
-                                static="background")  # the page serves at once; the static card says when ready
+                                static="background",  # the page serves at once; the static card says when ready
+                                trust_package=args.trust_package)
     except (ModelLoadError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -72,7 +72,10 @@ def _common(p: argparse.ArgumentParser, static: bool = False) -> None:
     if static:
         p.add_argument("--static", action="store_true",
                        help="also run int8-static-cpu: static INT8 (PT2E + Inductor), compiled once and cached "
-                            "(the first build takes minutes on bert-base)")
+                            "(the first build takes minutes on bert-base; on by itself for a static artifact folder)")
+        p.add_argument("--trust-package", action="store_true",
+                       help="a static artifact folder: run the compiled package it brought when it was built for "
+                            "this CPU and torch (default: rebuilt here from its FP32 weights)")
 
 
 def _context_args(p: argparse.ArgumentParser) -> None:
@@ -191,6 +194,18 @@ def _read_context(args) -> str:
         raise InputError(f"cannot read --context-file {args.context_file}: {exc}") from None
 
 
+def _static_folder(model: str) -> bool:
+    """An artifact folder whose recipe is static INT8 (its card is the static one)."""
+    from .models import is_artifact
+
+    if not is_artifact(model):
+        return False
+    try:
+        return json.loads((Path(model) / "quantqa.json").read_text())["recipe"]["name"] == "static"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def cmd_compare(args) -> int:
     from .compare import DEFAULT_VARIANTS, EXTRA_VARIANTS, STATIC_VARIANT, compare
     from .variants import ModelSet
@@ -199,8 +214,10 @@ def cmd_compare(args) -> int:
 
     context = _read_context(args)
     check_inputs(context, args.question, args.runs)  # fail fast, before loading a model
-    variants = DEFAULT_VARIANTS + (EXTRA_VARIANTS if args.extra else ()) + ((STATIC_VARIANT,) if args.static else ())
-    comp = ModelSet(args.model, threads=args.threads, quant=_quant_config(args), variants=variants, log=_log)
+    static = args.static or _static_folder(args.model)
+    variants = DEFAULT_VARIANTS + (EXTRA_VARIANTS if args.extra else ()) + ((STATIC_VARIANT,) if static else ())
+    comp = ModelSet(args.model, threads=args.threads, quant=_quant_config(args), variants=variants, log=_log,
+                    trust_package=args.trust_package)
     result = compare(comp, context, args.question, runs=args.runs, warmup=args.warmup)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False))

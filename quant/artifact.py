@@ -266,7 +266,10 @@ def _fp32(path: Path, manifest: dict, log):
         return AutoModelForQuestionAnswering.from_pretrained(path, dtype=torch.float32).eval()
     src = manifest.get("source_model") or ""
     try:
-        return load_model(src).model
+        model = load_model(src).model
+        if log:
+            log(f"[quantqa] FP32 from its source model {src}")
+        return model
     except ModelLoadError as exc:
         if log:
             log(f"[quantqa] this INT8 folder's FP32 source model could not be loaded: {exc}")

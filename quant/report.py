@@ -23,9 +23,13 @@ def comparison_table(c: Comparison) -> str:
         ans = _short(r.answer, 34) if r.answer else "(no answer)"
         lines.append(f"{r.variant:<10} {ans:<34} {r.score:6.3f} {r.latency.median:10.2f} {r.latency.p90:8.2f} "
                      f"{r.speedup:7.2f}x")
+    lines += [f"recipe of {v}: {r}" for v, r in c.recipes.items() if c.result(v) and c.result(v).available]
     fp32, int8 = c.sizes_mib["fp32"], c.sizes_mib["int8"]
-    lines += ["", f"size: FP32 {fp32:.2f} MiB | INT8 {int8:.2f} MiB ({100 * int8 / fp32:.1f}% of FP32)"]
-    if "int8_emb" in c.sizes_mib:
+    if fp32 and int8:
+        lines += ["", f"size: FP32 {fp32:.2f} MiB | INT8 {int8:.2f} MiB ({100 * int8 / fp32:.1f}% of FP32)"]
+    elif int8:
+        lines += ["", f"size: INT8 {int8:.2f} MiB (no FP32 here)"]
+    if "int8_emb" in c.sizes_mib and fp32:
         e = c.sizes_mib["int8_emb"]
         lines[-1] += f" | INT8 + embeddings {e:.2f} MiB ({100 * e / fp32:.1f}%)"
     agree = c.int8_agrees

@@ -165,8 +165,8 @@ class ModelSet:
         fp32, int8 = loaded.fp32, loaded.int8
         self.log(f"[quantqa] {artifact.describe(loaded.recipe, loaded.keep_fp32)}, from the folder")
         if fp32 is None:
-            self.fp32_reason = ("this INT8 artifact has no FP32 weights and its source model could not be loaded, "
-                                "so there is no FP32 to run")
+            self.fp32_reason = ("this INT8 artifact's FP32 source model could not be loaded (and the folder holds no "
+                                "FP32 weights), so there is no FP32 to run")
             self.max_length = window_length(int8.config, self.tokenizer)
         else:
             self.max_length = window_length(fp32.config, self.tokenizer)

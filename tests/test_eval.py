@@ -166,7 +166,7 @@ def test_evaluate_tab_through_api(app_url, tmp_path):
 
     f = squad_file(tmp_path / "dev.json", n=6, n_unanswerable=2)
     c = Client(app_url, verbose=False)
-    table, summary, dis, d = c.predict(handle_file(str(f)), 8, api_name="/evaluate")
+    table, summary, dis, d, _csv = c.predict(handle_file(str(f)), 8, api_name="/evaluate")
     from quant import LABELS
 
     assert {r["variant"] for r in d["results"]} >= {"fp32-cpu", "int8-cpu"}  # + bf16-cpu where the CPU has it

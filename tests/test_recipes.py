@@ -114,8 +114,8 @@ def test_recipes_through_the_app(app_url):
     from gradio_client import Client
 
     c = Client(app_url, verbose=False)
-    fig, table, summary, d = c.predict(None, 12, 90, 1, ["dynamic-per-tensor", "dynamic-per-channel"],
-                                       api_name="/recipes")  # no file: the built-in real-text set
+    fig, table, summary, d, _csv, _row = c.predict(None, 12, 90, 1, ["dynamic-per-tensor", "dynamic-per-channel"],
+                                                   api_name="/recipes")  # no file: the built-in real-text set
     assert [r["recipe"] for r in d["recipes"]][0] == "fp32" and len(d["recipes"]) >= 3
     assert "Ship" in summary or "No recipe" in summary
     assert [row[0] for row in table["data"]] == [r["recipe"] for r in d["recipes"]]
