@@ -11,6 +11,14 @@ from quant.line import FRESH_S, MAX_PER_CLIENT, Cancelled, Overran
 from quant.serving import Abandoned, Busy, CompareService, Job, Scheduler
 
 
+def until(cond, timeout: float = 20.0) -> None:
+    """Wait for `cond()` (a fact the test needs before it goes on); fail, never hang, when it does not come."""
+    deadline = time.time() + timeout
+    while not cond():
+        assert time.time() < deadline, "waited 20 s for a condition that never came"
+        time.sleep(0.01)
+
+
 class Clock:
     """A clock the test moves by hand (freshness windows without sleeping)."""
 
@@ -44,8 +52,7 @@ def hold_the_line(s: Scheduler, key="running") -> tuple[threading.Event, threadi
     gate, calls = threading.Event(), []
     t = threading.Thread(target=lambda: s.get(fake_job(key, calls=calls, gate=gate, seconds=0.0)))
     t.start()
-    while not calls:
-        time.sleep(0.01)
+    until(lambda: calls)
     return gate, t
 
 
@@ -75,14 +82,12 @@ def test_concurrent_identical_requests_share_one_measurement():
                                                                               session="v0"))))
     out0 = []
     first.start()
-    while not calls:
-        time.sleep(0.01)
+    until(lambda: calls)
     rest = threading.Thread(target=lambda: res.append(in_threads(
         [lambda i=i: s.get(fake_job("same", calls=calls, session=f"v{i}")) for i in range(1, 12)])))
     res = []
     rest.start()
-    while s.counts["joined"] < 11:
-        time.sleep(0.01)
+    until(lambda: s.counts["joined"] >= 11)
     gate.set()
     first.join(10)
     rest.join(30)
@@ -178,8 +183,7 @@ def test_background_work_yields_to_a_visitor():
     err = []
     t = threading.Thread(target=lambda: err.append(pytest.raises(Abandoned, s.get, bg)))
     t.start()
-    while not calls:
-        time.sleep(0.01)
+    until(lambda: calls)
     t0 = time.time()
     r = s.get(fake_job("visitor", seconds=0.05))
     assert r["key"] == "visitor" and time.time() - t0 < 2.0  # not 5 s behind the background measurement
@@ -195,13 +199,11 @@ def test_a_visitor_who_joins_a_background_measurement_keeps_it_going():
     bg = fake_job("example", seconds=0.6, calls=calls, background=True)
     t = threading.Thread(target=lambda: s.get(bg))
     t.start()
-    while not calls:
-        time.sleep(0.01)
+    until(lambda: calls)
     out = []
     joiner = threading.Thread(target=lambda: out.append(s.get(fake_job("example"))))  # the same example, clicked now
     joiner.start()
-    while s.counts["joined"] < 1:
-        time.sleep(0.01)
+    until(lambda: s.counts["joined"] >= 1)
     other = s.get(fake_job("another question", seconds=0.0, calls=calls))  # a visitor waits: background work would stop here
     joiner.join(10)
     t.join(10)
@@ -562,8 +564,7 @@ def test_a_visitor_who_leaves_is_no_longer_measured():
     t = threading.Thread(target=lambda: _catch(lambda: s.get(fake_job("k", seconds=5.0, calls=calls),
                                                                 gone=left.is_set), err))
     t.start()
-    while not calls:
-        time.sleep(0.01)
+    until(lambda: calls)
     t0 = time.time()
     left.set()
     t.join(10)
@@ -584,8 +585,7 @@ def test_when_the_owner_leaves_a_visitor_who_joined_gets_the_measurement():
     time.sleep(0.1)
     joiner = threading.Thread(target=lambda: out.append(s.get(fake_job("q", seconds=0.0, session="b"))))
     joiner.start()
-    while s.counts["joined"] < 1:
-        time.sleep(0.01)
+    until(lambda: s.counts["joined"] >= 1)
     owner_left.set()
     owner.join(10)
     gate.set()
@@ -615,8 +615,7 @@ def test_the_watchdog_abandons_a_hung_measurement():
     hung = threading.Thread(target=lambda: _catch(lambda: s.get(fake_job("hung", gate=gate, calls=calls,
                                                                          seconds=0.0)), errs))
     hung.start()
-    while not calls:
-        time.sleep(0.01)
+    until(lambda: calls)
     joined = []
     twin = threading.Thread(target=lambda: _catch(lambda: s.get(fake_job("hung")), joined))
     twin.start()
@@ -670,8 +669,7 @@ def test_a_task_can_be_cancelled_and_the_line_moves_on():
     t = threading.Thread(target=lambda: _catch(lambda: s.task(evaluation, label="evaluation", session="e",
                                                               gone=stop.is_set), errs))
     t.start()
-    while len(steps) < 5:
-        time.sleep(0.01)
+    until(lambda: len(steps) >= 5)
     stop.set()  # Cancel pressed (or the page closed)
     t.join(10)
     assert isinstance(errs[0], Cancelled) and len(steps) < 1000
@@ -707,16 +705,44 @@ def test_a_failed_measurement_reaches_everyone_who_joined_it():
     errs = []
     ts = [threading.Thread(target=lambda: _catch(lambda: s.get(Job("k", failing, 3, units=10)), errs))]
     ts[0].start()
-    while not calls:
-        time.sleep(0.01)
+    until(lambda: calls)
     ts += [threading.Thread(target=lambda i=i: _catch(lambda: s.get(Job("k", failing, 3, units=10, session=f"j{i}")),
                                                        errs)) for i in range(3)]
     for t in ts[1:]:
         t.start()
-    while s.counts["joined"] < 3:
-        time.sleep(0.01)
+    until(lambda: s.counts["joined"] >= 3)
     gate.set()
     for t in ts:
         t.join(10)
     assert len(calls) == 1 and len(errs) == 4 and all(str(e) == "the kernel said no" for e in errs)
     assert s.stored("k") is None and s.get(fake_job("next", seconds=0.0))["key"] == "next"
+
+
+def test_concurrent_tokenization_never_returns_a_window_longer_than_max_length(trained):
+    """The crash seen on the Space: visitors' requests are tokenized in Gradio's worker threads, and a fast tokenizer
+    keeps its truncation setting on the shared Rust object; a question-only call from one thread (no truncation) could
+    land between another thread's "truncate to 384" and its encode, which then came back as ONE window of every
+    token of the passage. The static INT8 package read positions past its 512 and aborted the process. Every
+    tokenizer call now goes one at a time (quant.qa.tokenize), and a window longer than max_length is refused."""
+    from quant.qa import encode
+
+    passage = " ".join(["The quick brown fox jumps over the lazy dog in Paris in 1900."] * 30)  # ~420 tokens
+    bad, errors = [], []
+
+    def worker(i):
+        for _ in range(60):
+            try:
+                e = encode(trained.tokenizer, f"Where did the fox jump {i}?", passage, max_length=128)
+            except Exception as exc:
+                errors.append(exc)
+                continue
+            if e.n_tokens > 128 or e.n_windows < 2:
+                bad.append((e.n_windows, e.n_tokens))
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors[:3]
+    assert not bad, f"{len(bad)} of 480 encodings came back untruncated, e.g. {bad[:3]}"
