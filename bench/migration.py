@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--speed-model", required=True)
     ap.add_argument("--accuracy-model", required=True)
-    ap.add_argument("--tokens", type=int, default=160)
+    ap.add_argument("--tokens", default="160,384", help="sequence lengths to time (comma-separated)")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--questions", type=int, default=240)
     a = ap.parse_args(argv)
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from quant import ModelSet
     from quant.bench import synthetic_inputs
     from quant.env import cpu_name
-    from quant.evaluate import BUILTIN, load_squad
+    from quant.evaluate import BUILTIN, builtin_split, load_squad
     from quant.metrics import noise_ratio, ratio_db
     from quant.timing import measure_interleaved
     from quant.tune import QuestionSet
@@ -80,38 +80,43 @@ def main(argv=None) -> int:
     # faithfulness, on real weights
     acc = ModelSet(a.accuracy_model, variants=("fp32-cpu",), log=None)
     qs = QuestionSet(acc, load_squad(BUILTIN, limit=a.questions))
+    held = QuestionSet(acc, builtin_split("held-out"))  # never calibrated or tuned on
+    ref = held.score(acc.fp32_eager)
+    fp32_em = (ref["exact_match"], ref["f1"])
     for row in ROWS:
         m, _ = build(row, acc, log)
-        s = qs.score(m)
+        s, h = qs.score(m), held.score(m)
         out[row].update(agreement=s["agreement"], sqnr_median=statistics.median(ratio_db(n) for n in s["noise"]),
-                        sqnr_mean_noise=ratio_db(statistics.fmean(s["noise"])))
-        log(f"[migration] {row}: agreement {s['agreement']:.1f}%")
+                        sqnr_mean_noise=ratio_db(statistics.fmean(s["noise"])), held_out=h["agreement"],
+                        held_em=h["exact_match"], held_f1=h["f1"])
+        log(f"[migration] {row}: agreement {s['agreement']:.1f}% (held-out {h['agreement']:.1f}%)")
         del m
-    # speed, on the bert-base shape
+    # speed, on the bert-base shape: every row interleaved with FP32 at each length
     comp = ModelSet(a.speed_model, variants=("fp32-cpu",), log=None)
     cfg = comp.fp32_eager.config
-    x = synthetic_inputs(cfg.vocab_size, a.tokens, comp.tokenizer.cls_token_id or 0, comp.tokenizer.sep_token_id or 0)
-    fns = {"fp32": (lambda: comp.fp32_eager(**x), None)}
+    models = {}
     for row in ROWS:
-        m, secs = build(row, comp, log)
-        out[row]["make_s"] = secs
-        fns[row] = (lambda m=m: m(**x), None)
-    timed = measure_interleaved(fns, runs=a.runs, warmup=3)
-    fp32_ms = timed["fp32"][0].median
-    with torch.inference_mode():
-        ref = comp.fp32_eager(**x)
-    for row in ROWS:
-        out[row]["ms"] = timed[row][0].median
-        got = timed[row][1]
-        out[row]["sqnr_bert_base"] = ratio_db(noise_ratio(torch.cat([ref.start_logits, ref.end_logits], -1),
-                                                          torch.cat([got.start_logits, got.end_logits], -1)))
-    print(f"cpu: {cpu_name()} | threads {torch.get_num_threads()} | speed: {a.speed_model} @{a.tokens} tokens "
-          f"(FP32 {fp32_ms:.1f} ms) | faithfulness: {a.accuracy_model} on {len(qs)} real-text questions\n")
-    print(f"{'row':<28} {'ms':>7} {'x FP32':>7} {'make s':>7} {'agree %':>8} {'SQNR med':>9}  what")
+        models[row], out[row]["make_s"] = build(row, comp, log)
+    lengths = [int(t) for t in a.tokens.split(",")]
+    fp32_ms = {}
+    for n in lengths:
+        x = synthetic_inputs(cfg.vocab_size, n, comp.tokenizer.cls_token_id or 0, comp.tokenizer.sep_token_id or 0)
+        fns = {"fp32": (lambda x=x: comp.fp32_eager(**x), None)}
+        fns.update({row: (lambda m=models[row], x=x: m(**x), None) for row in ROWS})
+        timed = measure_interleaved(fns, runs=a.runs, warmup=3, seed=n)
+        fp32_ms[n] = timed["fp32"][0].median
+        for row in ROWS:
+            out[row][f"ms{n}"] = timed[row][0].median
+    print(f"cpu: {cpu_name()} | threads {torch.get_num_threads()} | speed: {a.speed_model} (FP32 "
+          + ", ".join(f"{fp32_ms[n]:.1f} ms @{n}" for n in lengths) + f") | faithfulness: {a.accuracy_model} on "
+          f"{len(qs)} real-text questions; held-out half {len(held)} (FP32 EM {fp32_em[0]:.1f}, F1 {fp32_em[1]:.1f})\n")
+    print(f"{'row':<28} " + " ".join(f"{'ms@' + str(n):>8} {'xFP32':>6}" for n in lengths)
+          + f" {'make s':>7} {'agree %':>8} {'held %':>7} {'EM':>5} {'F1':>5} {'SQNR':>5}  what")
     for row in ROWS:
         r = out[row]
-        print(f"{row:<28} {r['ms']:7.1f} {fp32_ms / r['ms']:6.2f}x {r['make_s']:7.1f} {r['agreement']:8.1f} "
-              f"{r['sqnr_median']:9.1f}  {WHAT[row]}")
+        print(f"{row:<28} " + " ".join(f"{r[f'ms{n}']:8.1f} {fp32_ms[n] / r[f'ms{n}']:5.2f}x" for n in lengths)
+              + f" {r['make_s']:7.1f} {r['agreement']:8.1f} {r['held_out']:7.1f} {r['held_em']:5.1f} "
+                f"{r['held_f1']:5.1f} {r['sqnr_median']:5.1f}  {WHAT[row]}")
     return 0
 
 

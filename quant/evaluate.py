@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 MAX_FILE_BYTES = 64 * 2**20
-BUILTIN = Path(__file__).resolve().parents[1] / "assets" / "realqa.json"  # the real-text QA set
+from .realqa import BUILTIN, SPLITS, paragraphs  # noqa: F401  (the real-text set and its split)
 
 
 class SquadFormatError(ValueError):
@@ -179,6 +179,14 @@ def load_squad(path: str | Path, limit: int | None = None) -> list[Example]:
     except RecursionError:  # "[[[[...]]]]": Python's JSON parser recurses once per level
         raise SquadFormatError(f"{path.name} is nested too deeply to be a SQuAD file") from None
     return parse_squad(obj, limit=limit, source=path.name)
+
+
+def builtin_split(part: str, limit: int | None = None) -> list[Example]:
+    """The built-in set in two halves by passage (realqa.SPLITS): "calibration" (the even passages, 12 of 24:
+    static INT8 may be calibrated and recipes tuned on them) and "held-out" (the odd ones: never calibrated or
+    tuned on)."""
+    keep = paragraphs(part)
+    return parse_squad({"data": [{"paragraphs": keep}]}, limit=limit, source=f"{BUILTIN.name} ({part})")
 
 
 # ---------------------------------------------------------------- running

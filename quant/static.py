@@ -1,19 +1,21 @@
 """Static INT8 (PT2E + X86 Inductor quantizer), compiled once with AOTInductor and cached on disk.
 
 Dynamic INT8 (quantize.py) quantizes activations at every call and leaves the
-FP32 work around the int8 GEMMs alone. Static INT8 fixes every activation
-scale ahead of time from calibration data, quantizes the attention matmuls
-too, and lets Inductor fuse the rest (quantize / dequantize, bias, GELU,
-LayerNorm) into compiled C++ — the recipe PyTorch maintains in torchao
-(`torchao.quantization.pt2e`; torch.ao eager mode is deprecated).
+FP32 work around the int8 GEMMs alone. Static INT8 fixes every Linear's
+activation scale ahead of time from calibration data and lets Inductor fuse the
+rest (quantize / dequantize, bias, GELU, LayerNorm) into compiled C++ — the
+recipe PyTorch maintains in torchao (`torchao.quantization.pt2e`; torch.ao eager
+mode is deprecated). The attention matmuls stay FP32: the X86 quantizer
+annotates the Linear layers of this graph (MiniLM's: 37 int8 Linear, no int8
+matmul).
 
-Recipe: the FP32 model with eager attention (so the attention matmuls are
-visible to the quantizer) -> torch.export (batch 1, sequence 8-384 dynamic;
+Recipe: the FP32 model with eager attention -> torch.export (batch 1, sequence 8-384 dynamic;
 windows run one after another: a package with a dynamic batch dimension
 measured ~6% slower at 160 tokens on bert-base)
 -> X86InductorQuantizer (uint8 activations per tensor, static; int8 weights
-per output channel) -> calibration on `CALIBRATION` (the app's example
-passages, each window once) -> convert -> AOTInductor package (freezing on;
+per output channel; `StaticOptions`: the observer, SmoothQuant, layers with
+dynamic activations) -> calibration (`calibration_texts`: the app's examples,
+each window once) -> convert -> AOTInductor package (freezing on;
 never max-autotune: in torch 2.13 its int8 GEMM template gave wrong BERT
 outputs) -> a parity check of the compiled package against the eager
 quantized graph on 16/64/160/384 tokens and a padded batch (logits SQNR >=
@@ -48,7 +50,7 @@ from .qa import tokenize
 from .quantize import _Positional, _QAOutput
 from .size import graph_state_mib
 
-RECIPE = "pt2e-x86-inductor-static/3 (eager attention, matmuls int8, per-channel weights, histogram observer, float tensors only, batch 1)"
+RECIPE = "pt2e-x86-inductor-static/4 (eager attention, int8 Linear, per-channel weights, per-tensor activations, float tensors only, batch 1)"
 PARITY_DB = 20.0  # compiled vs eager quantized graph; rounding differences give ~30 dB, a broken kernel < 0 dB
 MIN_SEQ = 8
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -66,10 +68,22 @@ def default_cache(data: str | Path = "/data") -> Path:
     return Path.home() / ".cache" / "quantqa" / "static"
 
 
-def calibration_texts() -> list[tuple[str, str]]:
-    """(question, passage) pairs used for calibration: the app's examples (assets/examples.json)."""
+CALIBRATION_SETS = ("examples", "realtext")
+
+
+def calibration_texts(kind: str = "examples") -> list[tuple[str, str]]:
+    """(question, passage) pairs to calibrate on. "examples": the app's six (assets/examples.json). "realtext":
+    those and the built-in real-text set's calibration half (12 passages, two questions each; the held-out half
+    is never calibrated on: evaluate.builtin_split)."""
+    if kind not in CALIBRATION_SETS:
+        raise ValueError(f"calibration set must be one of {', '.join(CALIBRATION_SETS)}; got {kind!r}")
     data = json.loads(ASSETS.read_text(encoding="utf-8"))
-    return [(e["question"], e["passage"]) for e in data]
+    pairs = [(e["question"], e["passage"]) for e in data]
+    if kind == "realtext":
+        from .realqa import paragraphs
+
+        pairs += [(qa["question"], p["context"]) for p in paragraphs("calibration") for qa in p["qas"][:2]]
+    return pairs
 
 
 class StaticUnavailable(RuntimeError):
@@ -139,7 +153,7 @@ def _cpu_flags() -> str:
 
 
 def cache_key(fp32: nn.Module, tokenizer, max_length: int, calib: list[tuple[str, str]], keep_fp32: tuple = (),
-              dynamic: bool = False) -> str:
+              dynamic: bool = False, options: "StaticOptions | None" = None) -> str:
     import torchao
 
     h = hashlib.sha256()
@@ -148,8 +162,9 @@ def cache_key(fp32: nn.Module, tokenizer, max_length: int, calib: list[tuple[str
         h.update(v.detach().contiguous().cpu().numpy().tobytes())
     h.update(fp32.config.to_json_string().encode())
     h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode())
+    extra = [] if options is None or options == StaticOptions() else [options.as_dict()]  # the default: keys as before
     h.update(json.dumps([RECIPE, max_length, calib, torch.__version__, torchao.__version__, _cpu_flags(),
-                         sorted(keep_fp32), dynamic]).encode())
+                         sorted(keep_fp32), dynamic, *extra]).encode())
     return h.hexdigest()[:24]
 
 
@@ -271,17 +286,103 @@ class Converted:
                         info or {"eager": True})
 
 
+@dataclass(frozen=True)
+class StaticOptions:
+    """How static INT8 is calibrated (the cache key and an artifact's manifest hold these)."""
+
+    observer: str = "histogram"  # activation ranges: histogram (the range with the least L2 error), minmax, percentile
+    smooth: float | None = None  # SmoothQuant's alpha (smooth.py), or None: activation outliers moved into weights
+    dynamic_layers: tuple[str, ...] = ()  # Linear paths whose activations are quantized at each call (PT2E dynamic)
+    percentile: float = 99.99  # the percentile observer's clip point
+
+    def __post_init__(self):
+        if self.observer not in OBSERVERS:
+            raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}; got {self.observer!r}")
+        object.__setattr__(self, "dynamic_layers", tuple(self.dynamic_layers))
+
+    def describe(self) -> str:
+        parts = [f"{self.observer} observer" + (f" {self.percentile:g}%" if self.observer == "percentile" else "")]
+        if self.smooth:
+            parts.append(f"SmoothQuant alpha {self.smooth:g}")
+        if self.dynamic_layers:
+            parts.append(f"{len(self.dynamic_layers)} Linear with dynamic activations")
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict:
+        return {"observer": self.observer, "smooth": self.smooth, "dynamic_layers": list(self.dynamic_layers),
+                "percentile": self.percentile}
+
+
+OBSERVERS = ("histogram", "minmax", "percentile")
+
+
+def _percentile_observer():
+    """A MinMax observer whose range is the p-th percentile of |x| seen (a sample of every call's values), so a
+    handful of outlier activations does not set the scale for all."""
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    class PercentileObserver(MinMaxObserver):
+        def __init__(self, *args, percentile: float = 99.99, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.percentile = percentile
+            self._seen: list[torch.Tensor] = []
+
+        def forward(self, x_orig):
+            if x_orig.numel() == 0:
+                return x_orig
+            x = x_orig.detach().float().flatten()
+            if x.numel() > 100_000:
+                x = x[torch.randint(0, x.numel(), (100_000,), generator=torch.Generator().manual_seed(len(self._seen)))]
+            self._seen.append(x)
+            seen = torch.cat(self._seen)
+            q = torch.tensor([(100 - self.percentile) / 100, self.percentile / 100])
+            lo, hi = torch.quantile(seen, q)
+            self.min_val.copy_(torch.minimum(lo, torch.zeros(())))
+            self.max_val.copy_(torch.maximum(hi, torch.zeros(())))
+            return x_orig
+
+    return PercentileObserver
+
+
+def _quant_config(options: "StaticOptions", dynamic: bool = False):
+    import dataclasses
+
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    base = xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic)
+    if dynamic or options.observer == "histogram":
+        return base
+    ctr = (MinMaxObserver.with_args(eps=2 ** -12) if options.observer == "minmax" else
+           _percentile_observer().with_args(eps=2 ** -12, percentile=options.percentile))
+    act = dataclasses.replace(base.input_activation, observer_or_fake_quant_ctr=ctr)
+    return dataclasses.replace(base, input_activation=act, output_activation=act)
+
+
+def calibration_inputs(tokenizer, calib: list[tuple[str, str]], max_length: int, names) -> list[list[torch.Tensor]]:
+    """Every window of every (question, passage) pair, unpadded, batch 1 (as the package takes them)."""
+    from .qa import encode
+
+    out = []
+    for q, c in calib:
+        enc = encode(tokenizer, q, c, max_length=max_length)
+        for w in range(enc.n_windows):
+            n = int(enc.inputs["attention_mask"][w].sum())
+            out.append([enc.inputs[k][w:w + 1, :n] for k in names])
+    return out
+
+
 def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: list[tuple[str, str]] | None = None,
-            keep_fp32: tuple[str, ...] = (), dynamic: bool = False) -> Converted:
+            keep_fp32: tuple[str, ...] = (), dynamic: bool = False, options: StaticOptions | None = None) -> Converted:
     """Export `fp32` (a copy, eager attention), quantize it with the X86 Inductor quantizer (float tensors only;
     the nn.Linear layers named in `keep_fp32` left in FP32), calibrate on `calibration` (default: the app's
-    examples; none for `dynamic`, whose activation scales are computed at each call) and convert."""
+    calibration set; none for `dynamic`, whose activation scales are computed at each call) and convert.
+    options: the observer, SmoothQuant (applied to the copy first) and the layers with dynamic activations."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
 
-    from .qa import encode
-
+    options = options or StaticOptions()
     calib = calibration if calibration is not None else calibration_texts()
     names = input_names(tokenizer)
     m = copy.deepcopy(fp32).eval()
@@ -289,19 +390,20 @@ def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: l
         m.set_attn_implementation("eager")  # the attention matmuls become visible (and quantizable)
     except Exception:
         pass
+    calib_inputs = calibration_inputs(tokenizer, calib, max_length, names)
+    if options.smooth and not dynamic:
+        from .smooth import smooth
+
+        m = smooth(m, [dict(zip(names, x)) for x in calib_inputs], options.smooth, skip=tuple(keep_fp32))
     wrapped = _Positional(m, names).eval()
-    calib_inputs = []
-    for q, c in calib:
-        enc = encode(tokenizer, q, c, max_length=max_length)
-        for w in range(enc.n_windows):
-            n = int(enc.inputs["attention_mask"][w].sum())
-            calib_inputs.append([enc.inputs[k][w:w + 1, :n] for k in names])
     example = calib_inputs[0]  # batch 1 (export specialises the size-1 dimension: the package takes batch 1)
     seq = torch.export.Dim("seq", min=MIN_SEQ, max=max_length)
     dyn = [{1: seq} for _ in names]
     ep = torch.export.export(wrapped, tuple(example), dynamic_shapes={"args": tuple(dyn)})
     quantizer = _float_only(xiq.X86InductorQuantizer)()
-    quantizer.set_global(xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic))
+    quantizer.set_global(_quant_config(options, dynamic))
+    for name in options.dynamic_layers:  # these few: activation scales at each call
+        quantizer.set_module_name_qconfig(f"model.{name}", _quant_config(options, dynamic=True))
     for name in keep_fp32:  # module paths of the FP32 model; the export wraps it as `model`
         quantizer.set_module_name_qconfig(f"model.{name}", None)
     prepared = prepare_pt2e(ep.module(), quantizer)
@@ -316,7 +418,7 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
                  calibration: list[tuple[str, str]] | None = None, source_id: str = "",
                  log: Callable[[str], None] | None = None, keep_fp32: tuple[str, ...] = (),
                  dynamic: bool = False, package: tuple[Path, str, float] | None = None,
-                 expect: Path | None = None) -> StaticQA:
+                 expect: Path | None = None, options: StaticOptions | None = None) -> StaticQA:
     """The static INT8 model for `fp32`, from the cache or built (minutes on bert-base) and cached.
 
     keep_fp32: nn.Linear module paths left in FP32. dynamic: PT2E *dynamic* INT8 instead (activation scales at
@@ -332,10 +434,11 @@ def build_static(fp32: nn.Module, tokenizer, *, cache_dir: str | Path | None = N
     _requirements()
     calib = calibration if calibration is not None else calibration_texts()
     cache = Path(cache_dir) if cache_dir else default_cache()
-    key = cache_key(fp32, tokenizer, max_length, calib, tuple(sorted(keep_fp32)), dynamic)
+    options = options or StaticOptions()
+    key = cache_key(fp32, tokenizer, max_length, calib, tuple(sorted(keep_fp32)), dynamic, options)
     model = _from_package(package, key, fp32, tokenizer, max_length, log) if package else None
     model = model or _cached_or_built(fp32, tokenizer, _Files(cache, key), max_length, calib, keep_fp32, dynamic,
-                                      source_id, log)
+                                      source_id, log, options)
     if expect is not None:
         stored = torch.load(expect, weights_only=True)
         model.info["expect_db"] = _check_parity(model.runner, stored["inputs"], stored["refs"],
@@ -360,7 +463,7 @@ def _from_package(package: tuple[Path, str, float], key: str, fp32, tokenizer, m
 
 
 def _cached_or_built(fp32, tokenizer, files: "_Files", max_length, calib, keep_fp32, dynamic, source_id,
-                     log) -> StaticQA:
+                     log, options: "StaticOptions") -> StaticQA:
     what = "int8-static-cpu" if not dynamic else "pt2e-dynamic"
     key, cache = files.key, files.cache
     names, pad_id, limits = input_names(tokenizer), tokenizer.pad_token_id or 0, input_limits(fp32.config)
@@ -376,7 +479,8 @@ def _cached_or_built(fp32, tokenizer, files: "_Files", max_length, calib, keep_f
     t_build = time.perf_counter()
     log(f"[quantqa] {what}: first build for this model and machine (export, calibrate, compile; "
         f"~1-2 min on bert-base, then cached in {cache}) ...")
-    conv, tmp, probes, refs, size = _compile(fp32, tokenizer, files, max_length, calib, keep_fp32, dynamic, what, log)
+    conv, tmp, probes, refs, size = _compile(fp32, tokenizer, files, max_length, calib, keep_fp32, dynamic, what, log,
+                                             options)
     t0 = time.perf_counter()
     runner, how = _load_runner(tmp)
     load_s = time.perf_counter() - t0
@@ -389,7 +493,7 @@ def _cached_or_built(fp32, tokenizer, files: "_Files", max_length, calib, keep_f
     torch.save({"inputs": probes, "refs": refs}, files.probes)
     meta = {"key": key, "recipe": RECIPE, "source": source_id, "build_s": round(build_s, 1), "size_mib": size,
             "parity_db": dbs, "torch": torch.__version__, "calibration_windows": conv.calibration_windows,
-            "keep_fp32": sorted(keep_fp32), "dynamic": dynamic}
+            "keep_fp32": sorted(keep_fp32), "dynamic": dynamic, "options": options.as_dict()}
     files.meta.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, files.pkg)
     info = _info(key, files.pkg, build_s, load_s, how, dbs, size, False)
@@ -420,7 +524,7 @@ class _Files:
         return self.pkg.is_file() and self.meta.is_file() and self.probes.is_file()
 
 
-def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynamic, what, log):
+def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynamic, what, log, options=None):
     """Export, quantize, calibrate, convert and compile into a temporary package next to the cache entry:
     (converted, its path, parity probes, their eager references, size MiB)."""
     names = input_names(tokenizer)
@@ -430,7 +534,7 @@ def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynam
         try:
             t0 = time.perf_counter()
             conv = convert(fp32, tokenizer, max_length=max_length, calibration=calib, keep_fp32=keep_fp32,
-                           dynamic=dynamic)
+                           dynamic=dynamic, options=options)
             log(f"[quantqa] {what}: exported and calibrated on {conv.calibration_windows} windows "
                 f"in {time.perf_counter() - t0:.0f} s; compiling with AOTInductor ...")
             size = graph_state_mib(conv.graph)  # the int8 weights it uses, not the dead FP32 ones

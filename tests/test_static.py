@@ -288,3 +288,60 @@ def test_a_background_build_serves_the_other_cards_at_once_and_says_so(trained_m
     after = compare(comp, ex.context, ex.question, runs=2)
     assert after.result(STATIC_VARIANT).answer == ex.answer and not any("background" in n for n in after.notes)
     assert "int8_static" in comp.sizes_mib
+
+
+# ------------------------------------------------------------------ recipes that move the error (issue 24)
+
+
+def test_the_built_in_set_splits_by_passage_and_calibration_never_sees_the_held_out_half():
+    from quant.evaluate import builtin_split
+    from quant.static import calibration_texts
+
+    cal, held = builtin_split("calibration"), builtin_split("held-out")
+    assert len(cal) == len(held) == 120
+    assert not {e.context for e in cal} & {e.context for e in held}
+    texts = calibration_texts("realtext")
+    assert {p for _, p in texts} & {e.context for e in cal}
+    assert not {p for _, p in texts} & {e.context for e in held}  # the held-out passages are never calibrated on
+
+
+def test_smoothing_moves_outliers_into_the_weights_without_changing_the_model(trained_model_dir):
+    """SmoothQuant (quant/smooth.py) on a BERT: the same logits (float rounding apart), smaller activation ranges at
+    every hooked site, and the same on a family it does not know (left alone)."""
+    from quant import load_model
+    from quant.metrics import sqnr_db
+    from quant.qa import run_windows
+    from quant.smooth import input_absmax, sites, smooth
+    from quant.static import calibration_inputs, calibration_texts, input_names
+
+    lm = load_model(str(trained_model_dir))
+    names = input_names(lm.tokenizer)
+    calib = [dict(zip(names, x)) for x in calibration_inputs(lm.tokenizer, calibration_texts(), 128, names)]
+    sm = smooth(lm.model, calib, 0.5)
+    ex = tinymodels.held_out_examples(1, seed=37)[0]
+    enc = lm.tokenizer(ex.question, ex.context, return_tensors="pt")
+    with torch.inference_mode():
+        a, b = run_windows(lm.model, dict(enc)), run_windows(sm, dict(enc))
+    assert min(sqnr_db(a[0], b[0]), sqnr_db(a[1], b[1])) > 80  # the same function
+    before = input_absmax(lm.model, calib, sites(lm.model))
+    after = input_absmax(sm, calib, sites(sm))
+    hooked = [i for i, s in enumerate(sites(sm)) if s.kind == "hook"]
+    assert hooked and all(after[i].max() < before[i].max() for i in hooked)  # the activations' range shrank
+
+
+def test_each_static_option_builds_and_keeps_parity(trained_model_dir, tmp_path):
+    """Another observer, SmoothQuant, a layer with dynamic activations: each is its own cache entry and compiles to
+    a package that matches its eager quantized graph."""
+    from quant import load_model
+    from quant.static import StaticOptions, build_static
+
+    lm = load_model(str(trained_model_dir))
+    keys = set()
+    for options in (StaticOptions(observer="minmax"), StaticOptions(smooth=0.5),
+                    StaticOptions(dynamic_layers=("bert.encoder.layer.1.output.dense",))):
+        m = build_static(lm.model, lm.tokenizer, cache_dir=tmp_path, options=options)
+        assert min(m.info["parity_db"]) >= 20, (options, m.info["parity_db"])
+        keys.add(m.info["key"])
+    assert len(keys) == 3
+    with pytest.raises(ValueError, match="observer must be one of"):
+        StaticOptions(observer="mse")
