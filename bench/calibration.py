@@ -1,12 +1,12 @@
 """Static INT8 recipes on real text: calibration sets, activation observers, SmoothQuant, dynamic layers.
 
-    python bench/calibration.py --model <MiniLM-QA> [--speed-model <bert-base shape>] [--json]
+    python bench/calibration.py --model <MiniLM-QA> [--only NAME ...] [--json]
 
 Every candidate is scored by what a person sees — the share of questions where it gives exactly FP32's span,
 EM and F1 — on the built-in real-text set's two halves: the *calibration* half (the passages static INT8 may be
 calibrated and tuned on) and the *held-out* half (never calibrated or tuned on; the figure that counts). Scored
-on the eager quantized graph (the compiled package matches it to >= 30 dB); the chosen ones are then compiled and
-timed, interleaved with FP32 and today's static INT8, on `--speed-model` at 160 and 384 tokens.
+on the eager quantized graph (the compiled package matches it to >= 30 dB). bench/migration.py compiles and times
+the candidates worth it, interleaved with FP32 and today's static INT8, on the bert-base shape.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ def candidates(models, args) -> dict:
 
     examples = calibration_texts("examples")
     realtext = calibration_texts("realtext")
+    import torch
+
+    ffn_out = tuple(n for n, m in models.fp32_eager.named_modules()
+                    if isinstance(m, torch.nn.Linear) and n.endswith(".output.dense") and ".attention." not in n)
     out = {
         "today: 6 examples, histogram": (examples, StaticOptions()),
         "real text (calibration half), histogram": (realtext, StaticOptions()),
@@ -35,6 +39,7 @@ def candidates(models, args) -> dict:
         "real text, histogram, SmoothQuant 0.5": (realtext, StaticOptions(smooth=0.5)),
         "real text, histogram, SmoothQuant 0.3": (realtext, StaticOptions(smooth=0.3)),
         "real text, histogram, SmoothQuant 0.7": (realtext, StaticOptions(smooth=0.7)),
+        "real text, histogram, FFN outputs dynamic (mixed)": (realtext, StaticOptions(dynamic_layers=ffn_out)),
     }
     return {k: v for k, v in out.items() if not args.only or any(o in k for o in args.only)}
 
@@ -48,7 +53,6 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="MiniLM-QA (real weights): where the error is measured")
     ap.add_argument("--only", nargs="*", help="candidates whose name contains one of these")
-    ap.add_argument("--mixed", type=int, default=0, help="also: the best candidate with its N worst layers dynamic")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 

@@ -25,13 +25,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ROWS = ("ao-dynamic-per-tensor", "ao-dynamic-per-channel", "torchao-per-token-compiled", "pt2e-dynamic", "pt2e-static")
+ROWS = ("ao-dynamic-per-tensor", "ao-dynamic-per-channel", "torchao-per-token-compiled", "pt2e-dynamic", "pt2e-static",
+        "pt2e-static-realtext-minmax", "pt2e-static-mixed-ffn-out")
 WHAT = {
     "ao-dynamic-per-tensor": "torch.ao quantize_dynamic, per-tensor + jit.trace (the seed's)",
     "ao-dynamic-per-channel": "torch.ao quantize_dynamic, per-channel + jit.trace",
     "torchao-per-token-compiled": "torchao Int8DynamicActivationInt8WeightConfig + torch.compile",
     "pt2e-dynamic": "PT2E X86 Inductor quantizer, dynamic + AOTInductor",
     "pt2e-static": "PT2E X86 Inductor quantizer, static (calibrated) + AOTInductor",
+    "pt2e-static-realtext-minmax": "PT2E static, calibrated on the real-text calibration half, min-max observer",
+    "pt2e-static-mixed-ffn-out": "PT2E static (real-text calibration) with every FFN output Linear dynamic",
 }
 
 
@@ -40,13 +43,22 @@ RECIPE_OF = {"ao-dynamic-per-tensor": "dynamic-per-tensor", "ao-dynamic-per-chan
 
 
 def build(row: str, comp, log):
-    """(runnable model, seconds to make it): the recipe as `tune --recipes` ships it; PT2E dynamic via build_static."""
+    """(runnable model, seconds to make it): the recipe as `tune --recipes` ships it; PT2E dynamic and the static
+    candidates (#24) via build_static."""
+    import torch
+
     from quant.recipes import build_recipe
-    from quant.static import build_static
+    from quant.static import StaticOptions, build_static, calibration_texts
 
     t0 = time.perf_counter()
     if row in RECIPE_OF:
         m = build_recipe(RECIPE_OF[row], comp, log=log)[0]
+    elif row.startswith("pt2e-static-"):
+        ffn_out = tuple(n for n, mod in comp.fp32_eager.named_modules()
+                        if isinstance(mod, torch.nn.Linear) and n.endswith(".output.dense") and ".attention." not in n)
+        opts = (StaticOptions(observer="minmax") if row.endswith("minmax") else StaticOptions(dynamic_layers=ffn_out))
+        m = build_static(comp.fp32_eager, comp.tokenizer, max_length=comp.max_length, log=log, options=opts,
+                         calibration=calibration_texts("realtext"), source_id=comp.model_id)
     else:
         m = build_static(comp.fp32_eager, comp.tokenizer, max_length=comp.max_length, dynamic=True, log=log,
                          source_id=comp.model_id)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 CLASSES = (  # (class, substrings of the profiler's op name), first match wins
     ("Linear GEMM INT8", ("quantized::linear", "qlinear", "_int_mm")),
-    ("attention matmul", ("aten::bmm", "aten::matmul", "aten::baddbmm", "qmatmul", "_scaled_dot_product")),
+    ("attention matmul", ("aten::bmm", "aten::matmul", "aten::baddbmm", "qmatmul", "_scaled_dot_product", "cpu_bmm")),
     ("Linear GEMM FP32", ("aten::addmm", "aten::mm", "aten::linear", "mkl_linear", "mkldnn::_linear")),
     ("quantize / dequantize", ("quantize", "dequantize", "choose_qparams", "quantized_decomposed", "_fake_quant")),
     ("softmax", ("softmax",)),
@@ -73,7 +73,8 @@ def gemm_peaks(hidden: int, inter: int, seq_lens) -> dict:
     return out
 
 
-def profile_variant(model, inputs, runs: int) -> dict[str, float]:
+def profile_variant(model, inputs, runs: int) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    """(ms per forward by op class, the 10 kernels with the most self CPU time: [(name, ms per forward)])."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -84,9 +85,18 @@ def profile_variant(model, inputs, runs: int) -> dict[str, float]:
             for _ in range(runs):
                 model(**inputs)
     by: dict[str, float] = collections.defaultdict(float)
+    kernels = []
     for e in prof.key_averages():
-        by[op_class(e.key)] += e.self_cpu_time_total / 1e3 / runs  # ms per forward
-    return dict(by)
+        ms = e.self_cpu_time_total / 1e3 / runs  # ms per forward
+        by[op_class(e.key)] += ms
+        kernels.append((e.key, ms))
+    return dict(by), sorted(kernels, key=lambda k: -k[1])[:10]
+
+
+def non_gemm_share(share: dict[str, float]) -> float:
+    """Percent of profiled time outside the Linear GEMMs and the attention matmuls (as classified)."""
+    gemm = sum(v for k, v in share.items() if k.startswith("Linear GEMM") or k == "attention matmul")
+    return round(100.0 - gemm, 1)
 
 
 def linear_flops(cfg, t: int) -> float:
@@ -130,14 +140,16 @@ def main(argv=None) -> int:
             m = comp.model(v)
             if m is None:
                 continue
-            by = profile_variant(m, x, a.runs)
+            by, top = profile_variant(m, x, a.runs)
             wall = median_s(lambda: m(**x), runs=a.runs) * 1e3
             gemm = by.get(LINEAR[v], 0.0)  # the Linear layers' GEMMs, against the matching peak
             peak = peak_fp32 if v == "fp32-cpu" else peak_int8
             eff = linear_flops(cfg, t) / (gemm / 1e3) / peak if gemm else None
             rows.append({"variant": v, "tokens": t, "wall_ms": round(wall, 2),
                          "share": {k: round(100 * val / sum(by.values()), 1) for k, val in sorted(by.items())},
-                         "gemm_ms": round(gemm, 2), "gemm_efficiency_vs_peak": None if eff is None else round(eff, 2)})
+                         "gemm_ms": round(gemm, 2), "gemm_efficiency_vs_peak": None if eff is None else round(eff, 2),
+                         "top_kernels": [(k, round(ms, 3), round(100 * ms / sum(by.values()), 1)) for k, ms in top]})
+            rows[-1]["non_gemm_share"] = non_gemm_share(rows[-1]["share"])
             print(f"[profile] {v} @{t}: {wall:.1f} ms", file=sys.stderr)
     report = {"cpu": cpu_name(), "threads": torch.get_num_threads(),
               "peaks": peaks, "rows": rows}
@@ -153,11 +165,16 @@ def main(argv=None) -> int:
     print("\nshare of profiled CPU time per op class; 'other' holds Inductor's fused kernels (static INT8, compiled here\n"
           "with kernel profiling on: its wall time reads slower than in the bench); GEMM eff. = the Linear layers' FLOPs\n"
           "/ their GEMM time / the measured peak of the same precision")
-    print(f"\n{'variant':<16} {'tok':>4} {'ms':>8} " + " ".join(f"{c[:14]:>14}" for c in classes) + f" {'GEMM eff.':>10}")
+    print(f"\n{'variant':<16} {'tok':>4} {'ms':>8} " + " ".join(f"{c[:14]:>14}" for c in classes)
+          + f" {'non-GEMM':>9} {'GEMM eff.':>10}")
     for r in rows:
         eff = "-" if r["gemm_efficiency_vs_peak"] is None else f"{100 * r['gemm_efficiency_vs_peak']:.0f}%"
         print(f"{r['variant']:<16} {r['tokens']:>4} {r['wall_ms']:8.1f} " +
-              " ".join(f"{r['share'].get(c, 0.0):13.1f}%" for c in classes) + f" {eff:>10}")
+              " ".join(f"{r['share'].get(c, 0.0):13.1f}%" for c in classes) + f" {r['non_gemm_share']:8.1f}% {eff:>10}")
+    for r in rows:
+        print(f"\ntop 10 kernels, {r['variant']} @{r['tokens']} (ms per forward, share of profiled time):")
+        for name, ms, pct in r["top_kernels"]:
+            print(f"  {ms:8.3f} ms {pct:5.1f}%  [{op_class(name)}] {name[:90]}")
     return 0
 
 

@@ -99,7 +99,9 @@ def write(out: str | Path, models, recipe: str, keep_fp32=(), *, measured: dict 
     fp32.config.save_pretrained(out)
     tok.save_pretrained(out)
     extra = _write_static(out, models, keep, log)
-    extra["layers"] = count_quantized(fp32)
+    layers = count_quantized(fp32)  # the FP32 source: every Linear is INT8 in the package but the kept ones
+    layers.update(linear_fp32=len(keep), linear_int8=layers["linear_fp32"] - len(keep))
+    extra["layers"] = layers
     return _finish(out, _manifest(models.model_id, models.engine, recipe, keep, measured, extra))
 
 

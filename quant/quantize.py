@@ -205,7 +205,10 @@ def count_quantized(model: nn.Module) -> dict[str, int]:
     for mod in model.modules():
         name = type(mod).__module__ + "." + type(mod).__name__
         quantized = ".quantized." in name or ".ao.nn." in name
-        if isinstance(mod, nn.Linear) and not quantized:
+        weight = getattr(mod, "weight", None)
+        if isinstance(mod, nn.Linear) and type(weight) not in (torch.Tensor, nn.Parameter):
+            counts["linear_int8"] += 1  # a float module holding a quantized tensor subclass (torchao)
+        elif isinstance(mod, nn.Linear) and not quantized:
             counts["linear_fp32"] += 1
         elif type(mod).__name__ == "Linear" and quantized:
             counts["linear_int8"] += 1

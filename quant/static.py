@@ -5,11 +5,15 @@ FP32 work around the int8 GEMMs alone. Static INT8 fixes every Linear's
 activation scale ahead of time from calibration data and lets Inductor fuse the
 rest (quantize / dequantize, bias, GELU, LayerNorm) into compiled C++ — the
 recipe PyTorch maintains in torchao (`torchao.quantization.pt2e`; torch.ao eager
-mode is deprecated). The attention matmuls stay FP32: the X86 quantizer
-annotates the Linear layers of this graph (MiniLM's: 37 int8 Linear, no int8
-matmul).
+mode is deprecated). The attention stays FP32: the X86 quantizer annotates the
+Linear layers of this graph (MiniLM's: 37 int8 Linear, no int8 matmul), and the
+attention runs as one fused SDPA kernel (flash attention for CPU). With eager
+attention the mask, softmax and two matmuls were separate kernels per layer:
+28.9 % + 21.9 % of static INT8's time at 384 tokens on an Intel Xeon
+(bench/op_profile.py); SDPA made the package 1.22x faster there, the same at 160,
+with the same answers on real text (bench/README.md).
 
-Recipe: the FP32 model with eager attention -> torch.export (batch 1, sequence 8-384 dynamic;
+Recipe: the FP32 model with SDPA attention -> torch.export (batch 1, sequence 8-384 dynamic;
 windows run one after another: a package with a dynamic batch dimension
 measured ~6% slower at 160 tokens on bert-base)
 -> X86InductorQuantizer (uint8 activations per tensor, static; int8 weights
@@ -50,7 +54,7 @@ from .qa import tokenize
 from .quantize import _Positional, _QAOutput
 from .size import graph_state_mib
 
-RECIPE = "pt2e-x86-inductor-static/4 (eager attention, int8 Linear, per-channel weights, per-tensor activations, float tensors only, batch 1)"
+RECIPE = "pt2e-x86-inductor-static/5 (SDPA attention, int8 Linear, per-channel weights, per-tensor activations, float tensors only, batch 1)"
 PARITY_DB = 20.0  # compiled vs eager quantized graph; rounding differences give ~30 dB, a broken kernel < 0 dB
 MIN_SEQ = 8
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -294,10 +298,13 @@ class StaticOptions:
     smooth: float | None = None  # SmoothQuant's alpha (smooth.py), or None: activation outliers moved into weights
     dynamic_layers: tuple[str, ...] = ()  # Linear paths whose activations are quantized at each call (PT2E dynamic)
     percentile: float = 99.99  # the percentile observer's clip point
+    attention: str = "sdpa"  # sdpa: one fused FP32 attention kernel; eager: mask, softmax, matmuls as separate ops
 
     def __post_init__(self):
         if self.observer not in OBSERVERS:
             raise ValueError(f"observer must be one of {', '.join(OBSERVERS)}; got {self.observer!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}; got {self.attention!r}")
         object.__setattr__(self, "dynamic_layers", tuple(self.dynamic_layers))
 
     def describe(self) -> str:
@@ -306,14 +313,20 @@ class StaticOptions:
             parts.append(f"SmoothQuant alpha {self.smooth:g}")
         if self.dynamic_layers:
             parts.append(f"{len(self.dynamic_layers)} Linear with dynamic activations")
+        if self.attention != "sdpa":
+            parts.append(f"{self.attention} attention")
         return ", ".join(parts)
 
     def as_dict(self) -> dict:
-        return {"observer": self.observer, "smooth": self.smooth, "dynamic_layers": list(self.dynamic_layers),
-                "percentile": self.percentile}
+        d = {"observer": self.observer, "smooth": self.smooth, "dynamic_layers": list(self.dynamic_layers),
+             "percentile": self.percentile}
+        if self.attention != "sdpa":  # absent when default
+            d["attention"] = self.attention
+        return d
 
 
 OBSERVERS = ("histogram", "minmax", "percentile")
+ATTENTIONS = ("eager", "sdpa")
 
 
 def _percentile_observer():
@@ -374,7 +387,7 @@ def calibration_inputs(tokenizer, calib: list[tuple[str, str]], max_length: int,
 
 def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: list[tuple[str, str]] | None = None,
             keep_fp32: tuple[str, ...] = (), dynamic: bool = False, options: StaticOptions | None = None) -> Converted:
-    """Export `fp32` (a copy, eager attention), quantize it with the X86 Inductor quantizer (float tensors only;
+    """Export `fp32` (a copy, SDPA attention where the family has it), quantize it with the X86 Inductor quantizer (float tensors only;
     the nn.Linear layers named in `keep_fp32` left in FP32), calibrate on `calibration` (default: the app's
     calibration set; none for `dynamic`, whose activation scales are computed at each call) and convert.
     options: the observer, SmoothQuant (applied to the copy first) and the layers with dynamic activations."""
@@ -387,7 +400,7 @@ def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: l
     names = input_names(tokenizer)
     m = copy.deepcopy(fp32).eval()
     try:
-        m.set_attn_implementation("eager")  # the attention matmuls become visible (and quantizable)
+        m.set_attn_implementation(options.attention)  # sdpa: one fused kernel; eager: separate matmuls
     except Exception:
         pass
     calib_inputs = calibration_inputs(tokenizer, calib, max_length, names)

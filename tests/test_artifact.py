@@ -45,6 +45,8 @@ def test_every_recipe_is_a_folder_that_serves_as_measured(recipe, models, folder
     assert manifest["format"] == "quantqa-int8/2" and manifest["recipe"]["name"] == recipe
     assert manifest["recipe"]["keep_fp32"] == KEEP and manifest["torch"] == torch.__version__
     assert manifest["transformers"] and manifest["cpu"]["name"]
+    linears = sum(isinstance(m, torch.nn.Linear) for m in models.fp32_eager.modules())
+    assert manifest["layers"]["linear_fp32"] == len(KEEP) and manifest["layers"]["linear_int8"] == linears - len(KEEP)
     served, variant = _served(folder)
     assert "this folder's" in served.recipes()[variant] and artifact.describe(recipe, KEEP) in served.recipes()[variant]
     direct, _, _ = build_recipe(recipe, models, KEEP)
@@ -138,3 +140,34 @@ def test_a_folder_zips_whole(folders, tmp_path):
     names = set(zipfile.ZipFile(z).namelist())
     assert {"static/README.md", "static/quantqa.json", "static/model.safetensors", "static/calibration.json",
             "static/static/package.pt2", "static/static/probes.pt", "static/config.json"} <= names
+
+
+@pytest.mark.minilm
+def test_minilm_the_chosen_recipe_serves_the_answers_it_was_chosen_with(minilm, tmp_path):
+    """On real weights: the recipe chosen on the built-in set's first 20 questions, written as `tune --out` writes
+    it and served from the folder (--model DIR), gives the agreement, EM and F1 it was chosen with, question by
+    question through compare()."""
+    from quant.evaluate import BUILTIN, load_squad, score
+    from quant.recipes import recipe_report, write_choice
+
+    exs = load_squad(BUILTIN, limit=20)
+    rec = recipe_report(minilm, exs, 50.0, recipes=("dynamic-per-tensor", "dynamic-per-channel", "static"),
+                        max_keep=0, rank_questions=2)
+    assert rec.chosen is not None, rec.table()
+    out = write_choice(tmp_path / "chosen", minilm, None, rec, None, "the built-in set (first 20)", lambda m: None)
+    manifest = json.loads((tmp_path / "chosen" / "quantqa.json").read_text())
+    assert out and manifest["recipe"]["name"] == rec.chosen.recipe
+    static = rec.chosen.recipe == "static"
+    served = ModelSet(out, variants=("fp32-cpu", "int8-cpu") + ((STATIC_VARIANT,) if static else ()), log=None)
+    variant = STATIC_VARIANT if static else "int8-cpu"
+    agree, em, f1 = 0, 0.0, 0.0
+    with torch.inference_mode():
+        for ex in exs:
+            c = compare(served, ex.context, ex.question, runs=1)
+            got, ref = c.result(variant), c.result("fp32-cpu")
+            agree += (got.start, got.end) == (ref.start, ref.end)
+            a, b = score(ex, got.answer)
+            em, f1 = em + a, f1 + b
+    n = len(exs)
+    assert (100 * agree / n, round(100 * em / n, 2), round(100 * f1 / n, 2)) == (
+        rec.chosen.agreement, round(rec.chosen.exact_match, 2), round(rec.chosen.f1, 2)), rec.table()

@@ -442,3 +442,28 @@ def test_the_int8_card_downloads_its_model(page):
     assert ".zip" in page.locator("#model-zip").text_content() and "dynamic-per-channel" in \
         page.locator("#model-zip").text_content()  # the card's recipe, zipped
     assert not page.js_errors, page.js_errors
+
+
+@pytest.mark.minilm
+def test_a_link_opens_the_real_model_page_compared(browser, minilm_app_url):
+    """MiniLM-QA (real weights, static card): a ?passage=…&question=… link opens Compare filled, compared once on
+    load with every CPU card answering; saved to assets/link.png when QUANTQA_UPDATE_SCREENSHOT=1."""
+    from urllib.parse import urlencode
+
+    passage = ("The Eiffel Tower was completed in 1889 for the World's Fair in Paris. Gustave Eiffel's company "
+               "designed and built it, and it was the tallest man-made structure in the world for 41 years.")
+    pg = _open_at(browser, minilm_app_url + "?" + urlencode({"passage": passage, "question": "Who built the tower?"}))
+    try:
+        from playwright.sync_api import expect
+
+        expect(pg.locator("#passage textarea")).to_have_value(passage, timeout=30_000)
+        _wait_result(pg, passage[-30:])
+        for v in ("fp32-cpu", "int8-cpu", "int8-static-cpu"):
+            card = pg.locator(f"#card-{v}").inner_text()
+            assert "ms median" in card and "Eiffel" in card, (v, card)  # answered from the passage, measured
+        pg.wait_for_selector("#latency-chart .js-plotly-plot .bars path", timeout=30_000)  # the chart drawn too
+        assert not pg.js_errors, pg.js_errors
+        if os.environ.get("QUANTQA_UPDATE_SCREENSHOT") == "1":
+            pg.screenshot(path=str(ROOT / "assets" / "link.png"), full_page=True)
+    finally:
+        pg.close()
