@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .realqa import BUILTIN, paragraphs  # the real-text set (BUILTIN is part of this module's API) and its split
+
 MAX_FILE_BYTES = 64 * 2**20
-from .realqa import BUILTIN, SPLITS, paragraphs  # noqa: F401  (the real-text set and its split)
 
 
 class SquadFormatError(ValueError):
@@ -182,7 +183,7 @@ def load_squad(path: str | Path, limit: int | None = None) -> list[Example]:
 
 
 def builtin_split(part: str, limit: int | None = None) -> list[Example]:
-    """The built-in set in two halves by passage (realqa.SPLITS): "calibration" (the even passages, 12 of 24:
+    """The built-in set in two halves by passage (quant.realqa): "calibration" (the even passages, 12 of 24:
     static INT8 may be calibrated and recipes tuned on them) and "held-out" (the odd ones: never calibrated or
     tuned on)."""
     keep = paragraphs(part)

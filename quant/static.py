@@ -78,7 +78,7 @@ CALIBRATION_SETS = ("examples", "realtext")
 def calibration_texts(kind: str = "examples") -> list[tuple[str, str]]:
     """(question, passage) pairs to calibrate on. "examples": the app's six (assets/examples.json). "realtext":
     those and the built-in real-text set's calibration half (12 passages, two questions each; the held-out half
-    is never calibrated on: evaluate.builtin_split)."""
+    is never calibrated on: quant.realqa)."""
     if kind not in CALIBRATION_SETS:
         raise ValueError(f"calibration set must be one of {', '.join(CALIBRATION_SETS)}; got {kind!r}")
     data = json.loads(ASSETS.read_text(encoding="utf-8"))
@@ -292,7 +292,8 @@ class Converted:
 
 @dataclass(frozen=True)
 class StaticOptions:
-    """How static INT8 is calibrated (the cache key and an artifact's manifest hold these)."""
+    """How static INT8 is built: calibration observer, SmoothQuant, mixed layers, attention (the cache key and the
+    package manifest hold the non-default ones)."""
 
     observer: str = "histogram"  # activation ranges: histogram (the range with the least L2 error), minmax, percentile
     smooth: float | None = None  # SmoothQuant's alpha (smooth.py), or None: activation outliers moved into weights

@@ -32,13 +32,19 @@ def browser():
             b.close()
 
 
-def _open(browser, url):
+def _open_at(browser, url):
+    """A 1400 px page at `url`, ready (the Compare button drawn), its JavaScript errors collected in `js_errors`."""
     pg = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.goto(url)
     pg.wait_for_selector("#compare-btn", timeout=60_000)
     pg.js_errors = errors
+    return pg
+
+
+def _open(browser, url):
+    pg = _open_at(browser, url)
     try:
         yield pg
     finally:
@@ -353,16 +359,6 @@ def test_every_answer_mark_is_visible_on_the_tiny_page(page):
 
 
 # ------------------------------------------------------------------ links, downloads, exports, the chart
-
-
-def _open_at(browser, url):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    errors = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(url)
-    pg.wait_for_selector("#compare-btn", timeout=60_000)
-    pg.js_errors = errors
-    return pg
 
 
 def test_a_link_opens_compare_filled_and_compared(browser, app_url):
