@@ -108,7 +108,7 @@ from quant.figures import depth_figure, heatmap_figure, latency_figure, pareto_f
 from quant.inputs import DEFAULT_RUNS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_RUNS, MIN_RUNS, first_line  # noqa: E402
 from quant.line import MAX_LINE, TURN_S, Busy, Cancelled, Overran, Scheduler  # noqa: E402
 from quant import artifact, links  # noqa: E402
-from quant.recipes import RECIPES, recipe_report  # noqa: E402
+from quant.recipes import DEFAULT_RECIPES, RECIPES, recipe_report  # noqa: E402
 from quant.render import (COLORS, agreement_markdown, card_markdown, comparison_markdown, env_markdown,  # noqa: E402,F401
                           evaluation_frames, highlight, inspect_markdown, latency_frame, measurement_markdown, md_text,
                           mixed_frame, passage_html, recipe_frames, sizes_markdown)
@@ -407,8 +407,10 @@ class Page:
     def _card_recipe(self, variant: str) -> tuple[str, list[str], object]:
         a = self.models.artifact
         if variant == STATIC_VARIANT:
-            return "static", (a.keep_fp32 if a is not None and a.recipe == "static" else []), None
-        if a is not None and a.recipe != "static":
+            if a is not None and artifact.is_static(a.recipe):
+                return a.recipe, a.keep_fp32, None  # the folder's static recipe, as its card runs it
+            return "static", [], None
+        if a is not None and not artifact.is_static(a.recipe):
             return a.recipe, a.keep_fp32, self.models.int8_eager
         recipe = "dynamic-per-channel" if self.models.quant.per_channel else "dynamic-per-tensor"
         return recipe, list(self.models.quant.keep_fp32), self.models.int8_eager
@@ -456,7 +458,7 @@ class Page:
         def body(turn, threads):
             started[0] = True
             progress(0.1, desc=f"writing {artifact.describe(recipe, keep)}")
-            turn(expect_s=120.0 if recipe in ("static", "dynamic-per-token") else 30.0)
+            turn(expect_s=120.0 if recipe == "dynamic-per-token" or artifact.is_static(recipe) else 30.0)
             name = f"{Path(self.models.display_name).name}-{recipe}" + (f"-fp32x{len(keep)}" if keep else "")
             folder = self.outbox.path(name, large=True)
             artifact.write(folder, self.models, recipe, keep, measured=measured, model=model, log=log.info)
@@ -676,7 +678,8 @@ def evaluate_tab(page: Page) -> None:
                                whole=False)
         max_keep = strict_number(gr.Number(8, label="At most K layers in FP32", precision=0, minimum=0,
                                            maximum=max(page.n_linear, 0)))
-        recipes = strict_choices(gr.CheckboxGroup(list(RECIPES), value=list(RECIPES), label="Recipes"), RECIPES)
+        recipes = strict_choices(gr.CheckboxGroup(list(RECIPES), value=list(DEFAULT_RECIPES), label="Recipes",
+                                                    info="the three static-* variants compile a package each"), RECIPES)
     with gr.Row():
         rec_button = gr.Button("Compare recipes", elem_id="recipes-btn")
         rec_cancel = gr.Button("Cancel", elem_id="recipes-cancel")

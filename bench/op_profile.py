@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 CLASSES = (  # (class, substrings of the profiler's op name), first match wins
-    ("Linear GEMM INT8", ("quantized::linear", "qlinear", "_int_mm")),
+    # gemm_ms: Inductor's C++ GEMM template (max-autotune), e.g. graph_0_gemm_ms57n768k768_cpp_fused_quantize_...
+    ("Linear GEMM INT8", ("quantized::linear", "qlinear", "_int_mm", "gemm_ms")),
     ("attention matmul", ("aten::bmm", "aten::matmul", "aten::baddbmm", "qmatmul", "_scaled_dot_product", "cpu_bmm")),
     ("Linear GEMM FP32", ("aten::addmm", "aten::mm", "aten::linear", "mkl_linear", "mkldnn::_linear")),
     ("quantize / dequantize", ("quantize", "dequantize", "choose_qparams", "quantized_decomposed", "_fake_quant")),

@@ -126,16 +126,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data", type=Path, default=None,
                    help="SQuAD-format JSON file (v1.1 or v2.0); default: the built-in real-text set (assets/realqa.json)")
     t.add_argument("--limit", type=_int_in(1, None, "--limit"), default=None, help="only the first N questions")
+    _split_arg(t)
     t.add_argument("--target-agreement", type=_percent, required=True, metavar="P",
                    help="stop once INT8 gives the FP32 answer on P%% of the questions")
     t.add_argument("--rank-by", choices=("logits", "local"), default="logits",
                    help="sensitivity: logits noise with only that layer INT8 (default), or mean local SQNR")
     t.add_argument("--max-keep", type=_int_in(0, None, "--max-keep"), default=None, metavar="N",
                    help="keep at most N layers in FP32 (a size budget); default: as many as the target needs")
-    t.add_argument("--recipes", nargs="?", const="all", default=None, metavar="LIST",
+    t.add_argument("--recipes", nargs="?", const="default", default=None, metavar="LIST",
                    help="also compare INT8 recipes side by side, each alone and with its K most sensitive layers in "
-                        "FP32, and choose the fastest that meets the target (all, or a comma-separated subset of "
-                        "dynamic-per-tensor, dynamic-per-channel, static, dynamic-per-token)")
+                        "FP32, and choose the fastest that meets the target. LIST: default (dynamic-per-tensor, "
+                        "dynamic-per-channel, static, dynamic-per-token; the same as no LIST), all (those and "
+                        "static-realtext, static-smooth, static-mixed), or a comma-separated subset")
     t.add_argument("--out", type=Path, default=None,
                    help="write the final model as an INT8 artifact folder (with --recipes: the chosen recipe)")
     t.add_argument("--json", action="store_true")
@@ -165,8 +167,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="SQuAD-format JSON file (v1.1 or v2.0); default: the built-in real-text set (assets/realqa.json: "
                         "240 hand-written questions over 24 real passages, 72 unanswerable)")
     e.add_argument("--limit", type=_int_in(1, None, "--limit"), default=None, help="only the first N questions")
+    _split_arg(e)
     e.add_argument("--json", action="store_true")
     return ap
+
+
+def _split_arg(p) -> None:
+    from .realqa import SPLITS
+
+    p.add_argument("--split", choices=SPLITS, default=None,
+                   help="only one half of the built-in set, by passage: calibration (static INT8 may be calibrated "
+                        "and recipes tuned on it) or held-out (never calibrated or tuned on); not with --data")
 
 
 def _quant_config(args):
@@ -201,7 +212,9 @@ def _static_folder(model: str) -> bool:
     if not is_artifact(model):
         return False
     try:
-        return json.loads((Path(model) / "quantqa.json").read_text())["recipe"]["name"] == "static"
+        from .static import is_static
+
+        return is_static(json.loads((Path(model) / "quantqa.json").read_text())["recipe"]["name"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
@@ -281,6 +294,12 @@ def _examples(args):
     """The --data file's questions (first --limit); a malformed file is an InputError with the reason."""
     from .evaluate import BUILTIN, SquadFormatError, load_squad
 
+    if getattr(args, "split", None):
+        from .evaluate import builtin_split
+
+        if args.data:
+            raise InputError("--split picks a half of the built-in set; it does not apply to --data")
+        return builtin_split(args.split, limit=args.limit)
     try:
         return load_squad(args.data or BUILTIN, limit=args.limit)
     except SquadFormatError as exc:
@@ -290,18 +309,20 @@ def _examples(args):
 def _set_name(args) -> str:
     from .evaluate import BUILTIN
 
+    if getattr(args, "split", None) and not args.data:
+        return f"the built-in real-text set's {args.split} half" + (f", first {args.limit}" if args.limit else "")
     if not args.data or Path(args.data).resolve() == BUILTIN:
         return "the built-in real-text set (assets/realqa.json)" + (f", first {args.limit}" if args.limit else "")
     return Path(args.data).name + (f", first {args.limit}" if args.limit else "")
 
 
 def cmd_tune(args) -> int:
-    from .recipes import RECIPES
-    from .recipes import run_tune
+    from .recipes import DEFAULT_RECIPES, RECIPES, run_tune
 
     recipes = None
     if args.recipes:
-        recipes = RECIPES if args.recipes == "all" else tuple(r.strip() for r in args.recipes.split(",") if r.strip())
+        named = {"all": RECIPES, "default": DEFAULT_RECIPES}
+        recipes = named.get(args.recipes) or tuple(r.strip() for r in args.recipes.split(",") if r.strip())
         bad = [r for r in recipes if r not in RECIPES]
         if bad:
             return _fail(f"--recipes: unknown recipe(s) {', '.join(bad)}; choose from {', '.join(RECIPES)}")

@@ -8,7 +8,9 @@
     DIR/int8_state_dict.pt  dynamic recipes: the INT8 weights (torch.ao packed per-tensor / per-channel, or
                             torchao's per-token Int8Tensor); loads with torch.load(weights_only=True)
     DIR/model.safetensors   static: the FP32 weights it is built from (and the FP32 card's model)
-    DIR/calibration.json    static: the (question, passage) pairs its activation scales were calibrated on
+    DIR/calibration.json    static: the (question, passage) pairs its activation scales were calibrated on (its
+                            other options, SmoothQuant or layers with dynamic activations: the manifest's
+                            `static.options`; every static-* recipe is written this way)
     DIR/static/package.pt2  static: the AOTInductor package, compiled for the CPU and torch the manifest names
     DIR/static/probes.pt    static: inputs and the logits the package gave on them (the parity check)
 
@@ -35,11 +37,12 @@ import torch
 
 from .models import is_artifact  # noqa: F401 (re-exported)
 from .quantize import ARTIFACT_WEIGHTS as WEIGHTS
+from .static import STATIC_RECIPES, StaticOptions, is_static
 
 FORMAT = "quantqa-int8/2"
 MANIFEST = "quantqa.json"
 CARD = "README.md"
-RECIPES = ("dynamic-per-tensor", "dynamic-per-channel", "static", "dynamic-per-token")
+RECIPES = ("dynamic-per-tensor", "dynamic-per-channel", "static", "dynamic-per-token") + STATIC_RECIPES[1:]
 
 
 class ArtifactError(ValueError):
@@ -70,7 +73,10 @@ def describe(recipe: str, keep_fp32=()) -> str:
     """The recipe as a card names it."""
     base = {"dynamic-per-tensor": "dynamic INT8, per-tensor weights", "dynamic-per-channel":
             "dynamic INT8, per-channel weights", "static": "static INT8, calibrated activations (PT2E)",
-            "dynamic-per-token": "dynamic INT8, per-token activations (torchao)"}[recipe]
+            "dynamic-per-token": "dynamic INT8, per-token activations (torchao)",
+            "static-realtext": "static INT8, calibrated on real text (PT2E)",
+            "static-smooth": "static INT8 with SmoothQuant, calibrated on real text (PT2E)",
+            "static-mixed": "static INT8, FFN outputs with dynamic activations (PT2E)"}[recipe]
     return base + (f", {len(keep_fp32)} Linear in FP32" if keep_fp32 else "")
 
 
@@ -90,7 +96,7 @@ def write(out: str | Path, models, recipe: str, keep_fp32=(), *, measured: dict 
     if fp32 is None:
         raise ArtifactError(f"there is no FP32 model to quantize: {models.fp32_reason}")
     keep = list(keep_fp32)
-    if recipe != "static":
+    if not is_static(recipe):
         model = model if model is not None else _dynamic(models, recipe, keep)
         return write_dynamic(out, model, tok, recipe, keep, source_model=models.model_id, engine=models.engine,
                              measured=measured)
@@ -98,7 +104,7 @@ def write(out: str | Path, models, recipe: str, keep_fp32=(), *, measured: dict 
     out.mkdir(parents=True, exist_ok=True)
     fp32.config.save_pretrained(out)
     tok.save_pretrained(out)
-    extra = _write_static(out, models, keep, log)
+    extra = _write_static(out, models, recipe, keep, log)
     layers = count_quantized(fp32)  # the FP32 source: every Linear is INT8 in the package but the kept ones
     layers.update(linear_fp32=len(keep), linear_int8=layers["linear_fp32"] - len(keep))
     extra["layers"] = layers
@@ -155,15 +161,16 @@ def _dynamic(models, recipe: str, keep: list[str]):
     return quantize(models.fp32_eager, qc)
 
 
-def _write_static(out: Path, models, keep: list[str], log) -> dict:
-    """The FP32 weights and calibration pairs that rebuild it, and the package as compiled here (from the cache)."""
-    from .static import _cpu_flags, build_static, calibration_texts
+def _write_static(out: Path, models, recipe: str, keep: list[str], log) -> dict:
+    """The FP32 weights, calibration pairs and options that rebuild it, and the package as compiled here (from the
+    cache)."""
+    from .static import _cpu_flags, build_static, recipe_setup
 
     models.fp32_eager.save_pretrained(out, safe_serialization=True)
-    calib = calibration_texts()
+    calib, options = recipe_setup(recipe, models.fp32_eager)
     (out / "calibration.json").write_text(json.dumps([{"question": q, "passage": p} for q, p in calib], indent=1))
     m = build_static(models.fp32_eager, models.tokenizer, max_length=models.max_length, keep_fp32=tuple(keep),
-                     source_id=models.model_id, log=log, calibration=calib)
+                     source_id=models.model_id, log=log, calibration=calib, options=options)
     pkg = Path(m.info["path"])
     (out / "static").mkdir(exist_ok=True)
     shutil.copyfile(pkg, out / "static" / "package.pt2")
@@ -172,6 +179,7 @@ def _write_static(out: Path, models, keep: list[str], log) -> dict:
 
     return {"static": {"key": m.info["key"], "cpu": _cpu_flags(), "torch": torch.__version__,
                        "torchao": torchao.__version__, "max_length": models.max_length, "size_mib": m.size_mib,
+                       "options": options.as_dict(),
                        "parity_db": [round(d, 2) for d in m.info["parity_db"]]}}
 
 
@@ -196,7 +204,7 @@ def _manifest(source_model: str, engine: str, recipe: str, keep: list[str], meas
         "cpu": {"name": info.get("cpu"), "features": info.get("cpu_features")},
         "built": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "measured": measured,
-        **({"static_keep_fp32": keep} if recipe == "static" else {}),
+        **({"static_keep_fp32": keep} if is_static(recipe) else {}),
         **extra,
     }
 
@@ -246,7 +254,7 @@ def load(path: str | Path, *, trust_package: bool = False, log: Callable[[str], 
     fp32 = _fp32(path, manifest, log)
     loaded = Loaded(manifest, tok, fp32)
     recipe = loaded.recipe
-    if recipe == "static":
+    if is_static(recipe):
         if fp32 is None:
             raise ArtifactError(f"{path}: a static INT8 folder needs its FP32 weights (model.safetensors) to be "
                                 "built here")
@@ -311,8 +319,13 @@ def _static_kwargs(path: Path, manifest: dict, trust_package: bool, log) -> dict
     calib_file = path / "calibration.json"
     calib = ([(c["question"], c["passage"]) for c in json.loads(calib_file.read_text())]
              if calib_file.is_file() else None)
-    kwargs: dict[str, Any] = {"calibration": calib, "keep_fp32": tuple(manifest["recipe"].get("keep_fp32", ()))}
     st = manifest.get("static") or {}
+    try:
+        options = StaticOptions.from_dict(st.get("options"))
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{path}: its static options cannot be read here ({exc})") from None
+    kwargs: dict[str, Any] = {"calibration": calib, "keep_fp32": tuple(manifest["recipe"].get("keep_fp32", ())),
+                              "options": options}
     probes = path / "static" / "probes.pt"
     if probes.is_file():
         kwargs["expect"] = probes  # the rebuild (or the trusted package) must give these logits
@@ -363,12 +376,12 @@ def snippet(recipe: str, keep_fp32=()) -> str:
     the best span with start <= end, both in the passage, at most 30 tokens; the answer sliced from the passage
     by character offsets."""
     head = ["import torch, torchao  # torchao registers the int8 kernels the static package calls",
-            "from transformers import AutoTokenizer"] if recipe == "static" else \
+            "from transformers import AutoTokenizer"] if is_static(recipe) else \
         ["import torch", "from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer",
          _SNIPPET_LOAD[recipe][0]]
     lines = head + ['d, keep = ".", ' + json.dumps(list(keep_fp32)) + "  # this folder; the Linear layers kept in FP32",
                     "tok = AutoTokenizer.from_pretrained(d)"]
-    if recipe == "static":
+    if is_static(recipe):
         lines += ['run = torch._inductor.aoti_load_package(f"{d}/static/package.pt2")  # built for the CPU in '
                   'quantqa.json']
     else:
@@ -377,7 +390,7 @@ def snippet(recipe: str, keep_fp32=()) -> str:
               'enc = tok(question, passage, return_offsets_mapping=True, truncation="only_second", max_length=384, '
               'return_tensors="pt")',
               "off, ctx = enc.pop(\"offset_mapping\")[0], torch.tensor([s == 1 for s in enc.sequence_ids(0)])"]
-    if recipe == "static":
+    if is_static(recipe):
         lines += ["with torch.inference_mode(): s, e = run(enc[\"input_ids\"], enc[\"attention_mask\"], "
                   "enc[\"token_type_ids\"])"]
     else:
@@ -415,9 +428,9 @@ def model_card(manifest: dict) -> str:
     else:
         lines += ["Not measured on a question set when it was written (`python -m quant tune --recipes` measures and "
                   "chooses)."]
-    lines += ["", "## Use it (torch + transformers" + (", torchao" if recipe in ("static", "dynamic-per-token") else "")
+    lines += ["", "## Use it (torch + transformers" + (", torchao" if recipe == "dynamic-per-token" or is_static(recipe) else "")
               + " only)", "", "```python", snippet(recipe, keep), "```", ""]
-    if recipe == "static":
+    if is_static(recipe):
         lines += ["The package is compiled code for the CPU and torch the manifest names (`quantqa.json`: "
                   f"`static.cpu`, `static.torch`). QuantQA itself rebuilds it from `model.safetensors` and "
                   "`calibration.json` on any other machine, and unless told to trust it (`--trust-package`), on "
@@ -438,9 +451,22 @@ def _recipe_text(recipe: str, keep, manifest: dict) -> list[str]:
         "dynamic-per-token": "Every `nn.Linear` has int8 weights per output channel and int8 activations with one "
                              "scale per token, computed at each call (torchao `Int8DynamicActivationInt8WeightConfig`)"
                              "; compile it with `torch.compile` to run it as measured.",
-        "static": "Static INT8 (PT2E, torchao's X86 Inductor quantizer): int8 weights per output channel, activation "
-                  "scales fixed by calibration, the attention matmuls in int8 too, compiled ahead of time with "
-                  "AOTInductor into `static/package.pt2` (batch 1, 8 to "
-                  f"{(manifest.get('static') or {}).get('max_length', 384)} tokens).",
-    }[recipe]
+    }
+    if is_static(recipe):
+        st = manifest.get("static") or {}
+        options = StaticOptions.from_dict(st.get("options"))
+        how = ("the app's six example passages" if recipe == "static" else
+               "the app's examples and one half of QuantQA's built-in real-text set")
+        text = ("Static INT8 (PT2E, torchao's X86 Inductor quantizer): int8 weights per output channel, int8 "
+                f"activations with scales fixed by calibration on {how} (`calibration.json`; "
+                f"{options.describe()}), the attention in FP32 as one fused SDPA kernel, compiled ahead of time with "
+                f"AOTInductor into `static/package.pt2` (batch 1, 8 to {st.get('max_length', 384)} tokens).")
+        if options.smooth:
+            text += (f" SmoothQuant (alpha {options.smooth:g}): per-channel scales move activation outliers into the "
+                     "weights, folded into the LayerNorms before them (the FP32 function is unchanged).")
+        if options.dynamic_layers:
+            text += (f" {len(options.dynamic_layers)} Linear layers (the FFN outputs) quantize their activations at "
+                     "each call instead.")
+    else:
+        text = text[recipe]
     return ["## Recipe", "", text + kept]

@@ -11,6 +11,12 @@ smallest: `tune`'s one-at-a-time steps find that one for a dynamic recipe):
   dynamic-per-channel  the same, one weight scale per output channel, traced
   static               PT2E X86 Inductor quantizer, calibrated activation scales, AOTInductor package (static.py)
   dynamic-per-token    torchao Int8DynamicActivationInt8WeightConfig: an activation scale per token, torch.compile
+  static-realtext      static, calibrated on the real-text set's calibration half too (static.recipe_setup)
+  static-smooth        static-realtext with SmoothQuant folded into the LayerNorms and weights
+  static-mixed         static-realtext with the FFN output Linear layers' activations quantized at each call
+
+`DEFAULT_RECIPES` (the first four) run unless others are asked for: the three static variants cost a compilation
+each and kept no more held-out answers than "static" on MiniLM-QA (bench/README.md, issue #24).
 
 For every row: agreement with FP32 (same character span), EM / F1, logits SQNR
 (mean noise over the questions, in dB), size (MiB of the tensors it runs on) and
@@ -34,23 +40,28 @@ import torch
 
 from .evaluate import Example
 from .inputs import first_line
+from .artifact import RECIPES
 from .metrics import ratio_db
 from .quantize import QuantConfig, quantize, quantize_per_token, trace_or_eager
 from .line import Abandoned, Cancelled, Overran
 from .size import state_dict_mib
+from .static import build_static, convert, is_static, recipe_setup
 from .timing import measure_interleaved
 from .tune import QuestionSet, rank_layers, tune
 
 LINE_STOPS = (Abandoned, Cancelled, Overran)  # the line stopped the work: never "this recipe is unavailable"
 
 EXPORT_S = 30.0  # about how long static INT8's export + calibration takes on bert-base (2 cores); cannot pause
-COMPILE_S = 120.0  # ... and a compilation (static: ~77 s measured; per-token torch.compile: about a minute)
-RECIPES = ("dynamic-per-tensor", "dynamic-per-channel", "static", "dynamic-per-token")
+COMPILE_S = 120.0  # ... and a compilation (static, max-autotune: ~106 s on bert-base; per-token: about a minute)
+DEFAULT_RECIPES = RECIPES[:4]
 DESCRIPTIONS = {
     "dynamic-per-tensor": "dynamic INT8, per-tensor weight scales (the seed's recipe; torch.ao, traced)",
     "dynamic-per-channel": "dynamic INT8, per-channel weight scales (torch.ao, traced)",
-    "static": "static INT8: calibrated activations, INT8 attention (PT2E, AOTInductor)",
+    "static": "static INT8: calibrated activations, FP32 SDPA attention (PT2E, AOTInductor)",
     "dynamic-per-token": "dynamic INT8, per-token activation scales (torchao, torch.compile)",
+    "static-realtext": "static INT8 calibrated on real text too (the set's calibration half)",
+    "static-smooth": "static INT8 (real-text calibration) with SmoothQuant",
+    "static-mixed": "static INT8 (real-text calibration), FFN outputs with dynamic activations",
     "fp32": "FP32, the reference",
 }
 
@@ -132,12 +143,11 @@ class _Builder:
             return self._dynamic(keep, per_channel=False)
         if self.recipe == "dynamic-per-channel":
             return self._dynamic(keep, per_channel=True)
-        if self.recipe == "static":
-            from .static import convert
-
+        if is_static(self.recipe):
+            calib, options = recipe_setup(self.recipe, self.fp32)
             self.check(expect_s=EXPORT_S)  # export + calibration: cannot pause
-            return convert(self.fp32, self.tok, max_length=self.models.max_length, keep_fp32=tuple(keep)).model(
-                self.tok.pad_token_id or 0)
+            return convert(self.fp32, self.tok, max_length=self.models.max_length, keep_fp32=tuple(keep),
+                           calibration=calib, options=options).model(self.tok.pad_token_id or 0)
         return self._per_token(keep)
 
     def _per_token(self, keep):
@@ -148,12 +158,11 @@ class _Builder:
             eager = self._dynamic(keep, per_channel=self.recipe == "dynamic-per-channel")
             runnable, failed = trace_or_eager(eager, self.models.probes())
             return runnable, state_dict_mib(eager), f"TorchScript failed, eager: {failed}" if failed else ""
-        if self.recipe == "static":
-            from .static import build_static
-
+        if is_static(self.recipe):
+            calib, options = recipe_setup(self.recipe, self.fp32)
             self.check(expect_s=COMPILE_S)  # a compilation cannot pause: the line is told how long it takes
             m = build_static(self.fp32, self.tok, max_length=self.models.max_length, keep_fp32=tuple(keep),
-                             source_id=self.models.model_id, log=self.log)
+                             source_id=self.models.model_id, log=self.log, calibration=calib, options=options)
             return m, m.size_mib, ""
         eager = self._per_token(keep)
         size = state_dict_mib(eager)
@@ -212,7 +221,7 @@ def _no_check(expect_s: float | None = None) -> None:
     pass
 
 
-def compare_recipes(models, qs, ranking: list[tuple[str, float]], target: float, *, recipes=RECIPES,
+def compare_recipes(models, qs, ranking: list[tuple[str, float]], target: float, *, recipes=DEFAULT_RECIPES,
                     max_keep: int | None = None, runs: int = 10, log: Callable[[str], None] | None = None,
                     progress: Callable[[str, int, int], None] | None = None,
                     known_k: dict[str, int] | None = None, check: Callable[..., None] | None = None) -> RecipeReport:
@@ -293,7 +302,7 @@ def choose(rows: list[RecipeResult]) -> RecipeResult | None:
     return min(meeting, key=lambda r: r.median_ms) if meeting else None
 
 
-def recipe_report(models, examples, target: float, recipes=RECIPES, max_keep: int | None = 8,
+def recipe_report(models, examples, target: float, recipes=DEFAULT_RECIPES, max_keep: int | None = 8,
                   rank_questions: int = 8, progress: Callable[[str, int, int], None] | None = None,
                   check: Callable[..., None] | None = None) -> RecipeReport:
     """For the app: tokenize once, rank the layers (on `rank_questions` questions: minutes saved on bert-base),

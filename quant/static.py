@@ -19,11 +19,11 @@ measured ~6% slower at 160 tokens on bert-base)
 -> X86InductorQuantizer (uint8 activations per tensor, static; int8 weights
 per output channel; `StaticOptions`: the observer, SmoothQuant, layers with
 dynamic activations) -> calibration (`calibration_texts`: the app's examples,
-each window once) -> convert -> AOTInductor package (freezing on;
-never max-autotune: in torch 2.13 its int8 GEMM template gave wrong BERT
-outputs) -> a parity check of the compiled package against the eager
-quantized graph on 16/64/160/384 tokens and a padded batch (logits SQNR >=
-`PARITY_DB`), or nothing is kept.
+each window once) -> convert -> AOTInductor package (freezing on; max-autotune
+first, `COMPILE_CONFIGS`) -> a parity check of the compiled package against the
+eager quantized graph on 9/16/37/64/160/211/384 tokens and a padded batch (logits
+SQNR >= `PARITY_DB`): a max-autotune package that fails it is replaced by the
+default compilation (oneDNN qlinear), and one that fails too is not kept.
 
 Cache: `<cache>/<key>.pt2` + `<key>.json` (+ `<key>.probes.pt`, the parity
 references), key = sha256 of the FP32 weights, config, tokenizer, recipe
@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -54,7 +55,7 @@ from .qa import tokenize
 from .quantize import _Positional, _QAOutput
 from .size import graph_state_mib
 
-RECIPE = "pt2e-x86-inductor-static/5 (SDPA attention, int8 Linear, per-channel weights, per-tensor activations, float tensors only, batch 1)"
+RECIPE = "pt2e-x86-inductor-static/6 (SDPA attention, int8 Linear, per-channel weights, per-tensor activations, float tensors only, batch 1, max-autotune when it keeps parity)"
 PARITY_DB = 20.0  # compiled vs eager quantized graph; rounding differences give ~30 dB, a broken kernel < 0 dB
 MIN_SEQ = 8
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -183,11 +184,12 @@ def _load_runner(path: Path):
 
 
 def _probes(tokenizer, names, max_length: int) -> list[list[torch.Tensor]]:
-    """16, 64, 160 and max-length tokens (batch 1; none longer than the model's window), and a padded batch of two."""
+    """9, 16, 37, 64, 160, 211 and max-length tokens (batch 1; none longer than the model's window: odd lengths
+    check the GEMM templates' tails), and a padded batch of two."""
     g = torch.Generator().manual_seed(0)
     lo = 1000 if len(tokenizer) > 2000 else 5
     out = []
-    for n in sorted({min(n, max_length) for n in (16, 64, 160, max_length)}):  # a model with < 160 positions: fewer
+    for n in sorted({min(n, max_length) for n in (9, 16, 37, 64, 160, 211, max_length)}):  # a model with < 160 positions: fewer
         ids = torch.randint(lo, len(tokenizer), (1, n), generator=g)
         ids[0, 0] = tokenizer.cls_token_id or 0
         ids[0, -1] = tokenizer.sep_token_id or 0
@@ -229,6 +231,13 @@ def _float_only(base):
     """
 
     class FloatOnly(base):
+        def _need_skip_config(self, quantization_config) -> bool:
+            # The X86 quantizer refuses (with a warning, silently in effect) a per-module config whose activations
+            # are dynamic when the global one is static; StaticOptions.dynamic_layers asks for exactly that mix.
+            # The Inductor lowering fuses static and dynamic qlinear patterns per node, and the parity check holds
+            # the compiled package to the eager graph either way.
+            return False
+
         def annotate(self, model):
             model = super().annotate(model)
             for node in model.graph.nodes:
@@ -246,7 +255,9 @@ def _float_only(base):
 def describe_build(info: dict) -> str:
     """How the package was obtained, for the log and the environment panel."""
     how = f"loaded from cache in {info['load_s']:.1f} s" if info["cached"] else f"built in {info['build_s']:.0f} s"
-    return f"{how}; parity with the eager quantized graph >= {min(info['parity_db']):.1f} dB ({info['loader']})"
+    compiled = f", {info['compile']} GEMMs" if info.get("compile") else ""
+    return (f"{how}; parity with the eager quantized graph >= {min(info['parity_db']):.1f} dB ({info['loader']}"
+            f"{compiled})")
 
 
 def _info(key, path, build_s, load_s, loader, parity_db, size_mib, cached) -> dict:
@@ -326,8 +337,57 @@ class StaticOptions:
         return d
 
 
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "StaticOptions":
+        """The options `as_dict` wrote (an artifact's manifest); unknown keys are refused, missing ones default."""
+        d = dict(d or {})
+        unknown = set(d) - {"observer", "smooth", "dynamic_layers", "percentile", "attention"}
+        if unknown:
+            raise ValueError(f"unknown static options: {', '.join(sorted(unknown))}")
+        return cls(**{**d, "dynamic_layers": tuple(d.get("dynamic_layers", ()))})
+
+
 OBSERVERS = ("histogram", "minmax", "percentile")
 ATTENTIONS = ("eager", "sdpa")
+
+# Static INT8 recipes (issue #24): what each calibrates on and how. "static" is the static card's; the others are
+# offered by `tune --recipes` and the Recipes tab, measured side by side (bench/README.md: none keeps more held-out
+# answers than "static" on MiniLM-QA, so the card stays on it).
+STATIC_RECIPES = ("static", "static-realtext", "static-smooth", "static-mixed")
+SMOOTH_ALPHA = 0.5  # SmoothQuant's migration strength (the paper's default; 0.3 / 0.7 measured no better here)
+
+
+def is_static(recipe: str) -> bool:
+    return recipe in STATIC_RECIPES
+
+
+def ffn_output_layers(model: nn.Module) -> tuple[str, ...]:
+    """The FFN output Linear of every layer (BERT / ELECTRA / DeBERTa `.output.dense`, DistilBERT `.ffn.lin2`):
+    the inputs with BERT's largest activation outliers (after GELU)."""
+    return tuple(n for n, m in model.named_modules() if isinstance(m, nn.Linear)
+                 and n.endswith((".output.dense", ".ffn.lin2")) and ".attention." not in n)
+
+
+def recipe_setup(recipe: str, fp32: nn.Module) -> tuple[list[tuple[str, str]], StaticOptions]:
+    """A static recipe's calibration pairs and options:
+    static           the app's 6 examples, histogram observer (the static card)
+    static-realtext  the examples + the real-text calibration half (30 pairs), histogram
+    static-smooth    the same calibration, SmoothQuant (alpha SMOOTH_ALPHA) folded into the LayerNorms and weights
+    static-mixed     the same calibration, the FFN output Linear layers with dynamic (per-call) activation scales
+    """
+    if recipe not in STATIC_RECIPES:
+        raise ValueError(f"not a static recipe: {recipe!r}; choose from {', '.join(STATIC_RECIPES)}")
+    if recipe == "static":
+        return calibration_texts("examples"), StaticOptions()
+    calib = calibration_texts("realtext")
+    if recipe == "static-smooth":
+        return calib, StaticOptions(smooth=SMOOTH_ALPHA)
+    if recipe == "static-mixed":
+        layers = ffn_output_layers(fp32)
+        if not layers:
+            raise StaticUnavailable("this model has no FFN output Linear layers to give dynamic activations")
+        return calib, StaticOptions(dynamic_layers=layers)
+    return calib, StaticOptions()
 
 
 def _percentile_observer():
@@ -488,29 +548,25 @@ def _cached_or_built(fp32, tokenizer, files: "_Files", max_length, calib, keep_f
         dbs = _check_parity(runner, stored["inputs"], stored["refs"], "cached static INT8 package")
         meta = json.loads(files.meta.read_text())
         info = _info(key, files.pkg, meta.get("build_s"), time.perf_counter() - t0, how, dbs, meta["size_mib"], True)
+        info["compile"] = meta.get("compile")
         log(f"[quantqa] {what}: {describe_build(info)}")
         return StaticQA(runner, names, pad_id, meta["size_mib"], info, limits, max_length)
     t_build = time.perf_counter()
     log(f"[quantqa] {what}: first build for this model and machine (export, calibrate, compile; "
         f"~1-2 min on bert-base, then cached in {cache}) ...")
-    conv, tmp, probes, refs, size = _compile(fp32, tokenizer, files, max_length, calib, keep_fp32, dynamic, what, log,
-                                             options)
-    t0 = time.perf_counter()
-    runner, how = _load_runner(tmp)
-    load_s = time.perf_counter() - t0
-    try:
-        dbs = _check_parity(runner, probes, refs, "static INT8 package")
-    except StaticUnavailable:
-        tmp.unlink(missing_ok=True)
-        raise
+    built = _compile(fp32, tokenizer, files, max_length, calib, keep_fp32, dynamic, what, log, options)
+    conv, tmp, probes, refs, size = built.conv, built.path, built.probes, built.refs, built.size_mib
+    runner, how, load_s, dbs = built.runner, built.loader, built.load_s, built.parity_db
     build_s = time.perf_counter() - t_build
     torch.save({"inputs": probes, "refs": refs}, files.probes)
     meta = {"key": key, "recipe": RECIPE, "source": source_id, "build_s": round(build_s, 1), "size_mib": size,
             "parity_db": dbs, "torch": torch.__version__, "calibration_windows": conv.calibration_windows,
-            "keep_fp32": sorted(keep_fp32), "dynamic": dynamic, "options": options.as_dict()}
+            "keep_fp32": sorted(keep_fp32), "dynamic": dynamic, "options": options.as_dict(),
+            "compile": built.compile, "fallback": built.fallback}
     files.meta.write_text(json.dumps(meta, indent=1) + "\n")
     os.replace(tmp, files.pkg)
     info = _info(key, files.pkg, build_s, load_s, how, dbs, size, False)
+    info.update(compile=built.compile, fallback=built.fallback)
     log(f"[quantqa] {what}: {describe_build(info)}")
     return StaticQA(runner, names, pad_id, size, info, limits, max_length)
 
@@ -538,10 +594,42 @@ class _Files:
         return self.pkg.is_file() and self.meta.is_file() and self.probes.is_file()
 
 
-def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynamic, what, log, options=None):
-    """Export, quantize, calibrate, convert and compile into a temporary package next to the cache entry:
-    (converted, its path, parity probes, their eager references, size MiB)."""
-    names = input_names(tokenizer)
+# How the package is compiled, tried in order; the first whose outputs match the eager quantized graph on every
+# probe (PARITY_DB) is kept. max-autotune lets Inductor benchmark its C++ GEMM template (int8 micro-kernels: AMX or
+# AVX-512 VNNI) against oneDNN's qlinear per GEMM: on an Intel Xeon (model 167, AMX visible) the package went from
+# 2.92x to 3.83x FP32 at 160 tokens and 2.77x to 3.56x at 384, same logits SQNR (bench/README.md, issue #25). An
+# earlier torch gave wrong BERT outputs with it on an AMD Zen 4: the parity check is what makes it safe to try.
+# max-autotune runs the kernels it generates inside the compiling process to time them, and for the PT2E *dynamic*
+# graph that ended the process (a segmentation fault in select_algorithm's benchmark, torch 2.13, Intel Xeon): so it
+# is compiled and parity-checked in a child process (`_compile_isolated`), and a fault there only means "default".
+# PT2E dynamic builds skip it (it faulted every time).
+COMPILE_CONFIGS = (
+    ("max-autotune", {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}),
+    ("default", {"freezing": True, "max_autotune": False}),  # oneDNN qlinear for every GEMM, in this process
+)
+ISOLATED = {"max-autotune"}
+CHILD_TIMEOUT_S = 1800.0
+
+
+@dataclass
+class _Built:
+    conv: Converted
+    path: Path
+    probes: list
+    refs: list
+    size_mib: float
+    runner: Callable
+    loader: str
+    load_s: float
+    parity_db: list[float]
+    compile: str  # which COMPILE_CONFIGS entry
+    fallback: str = ""  # why an earlier entry was not kept
+
+
+def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynamic, what, log, options=None,
+             configs=None) -> _Built:
+    """Export, quantize, calibrate and convert once; compile with each of `configs` (COMPILE_CONFIGS) in turn into a
+    temporary package next to the cache entry, keeping the first that passes the parity check."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         logging.getLogger("torch._inductor").setLevel(logging.ERROR)
@@ -552,18 +640,89 @@ def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynam
             log(f"[quantqa] {what}: exported and calibrated on {conv.calibration_windows} windows "
                 f"in {time.perf_counter() - t0:.0f} s; compiling with AOTInductor ...")
             size = graph_state_mib(conv.graph)  # the int8 weights it uses, not the dead FP32 ones
-            probes = _probes(tokenizer, names, max_length)
+            probes = _probes(tokenizer, conv.names, max_length)
             refs = [tuple(t.clone() for t in _run_rows(lambda xs: conv.graph(*xs), x)) for x in probes]
             ep2 = torch.export.export(conv.graph, tuple(conv.example), dynamic_shapes=conv.dynamic_shapes)
-            files.cache.mkdir(parents=True, exist_ok=True)
-            tmp = files.cache / f"{files.key}.{os.getpid()}.tmp.pt2"
-            t0 = time.perf_counter()
-            torch._inductor.aoti_compile_and_package(ep2, package_path=str(tmp),
-                                                     inductor_configs={"freezing": True, "max_autotune": False})
-            log(f"[quantqa] {what}: compiled in {time.perf_counter() - t0:.0f} s; checking parity ...")
-        except StaticUnavailable:
-            raise
         except Exception as exc:
-            raise StaticUnavailable(f"export / quantization / compilation failed: {type(exc).__name__}: "
+            raise StaticUnavailable(f"export / quantization failed: {type(exc).__name__}: "
                                     f"{first_line(exc, 200)}") from exc
-    return conv, tmp, probes, refs, size
+        files.cache.mkdir(parents=True, exist_ok=True)
+        tmp = files.cache / f"{files.key}.{os.getpid()}.tmp.pt2"
+        failed = []
+        for label, cfg in configs or (COMPILE_CONFIGS[1:] if dynamic else COMPILE_CONFIGS):
+            t0 = time.perf_counter()
+            try:
+                if label in ISOLATED:
+                    _compile_isolated(ep2, probes, refs, label, cfg, tmp)
+                else:
+                    torch._inductor.aoti_compile_and_package(ep2, package_path=str(tmp), inductor_configs=cfg)
+                log(f"[quantqa] {what}: compiled ({label}) in {time.perf_counter() - t0:.0f} s; checking parity ...")
+                t0 = time.perf_counter()
+                runner, how = _load_runner(tmp)
+                load_s = time.perf_counter() - t0
+                dbs = _check_parity(runner, probes, refs, f"static INT8 package ({label})")
+            except Exception as exc:
+                tmp.unlink(missing_ok=True)
+                failed.append(f"{label}: {type(exc).__name__}: {first_line(exc, 200)}")
+                log(f"[quantqa] {what}: {failed[-1]}")
+                continue
+            return _Built(conv, tmp, probes, refs, size, runner, how, load_s, dbs, label, "; ".join(failed))
+    raise StaticUnavailable("compilation failed: " + "; ".join(failed))
+
+
+def _child_argv(job: Path) -> list[str]:
+    return [sys.executable, "-c", "from quant.static import _child_compile; _child_compile()", str(job)]
+
+
+def _compile_isolated(ep2, probes, refs, label: str, cfg: dict, out: Path) -> list[float]:
+    """Compile `ep2` with `cfg` into `out` and check it against `refs` in a child process, so that a fault in the
+    compiler or in a generated kernel ends the child, not this process (the app). Returns the child's parity dB;
+    raises StaticUnavailable with the reason (the child's error, its signal, or a timeout)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="quantqa-compile-") as d:
+        d = Path(d)
+        torch.export.save(ep2, d / "program.pt2")
+        torch.save({"inputs": probes, "refs": refs}, d / "probes.pt")
+        profile = torch._inductor.config.cpp.enable_kernel_profile  # set by bench/op_profile.py: named kernels
+        cfg = {**cfg, **({"cpp.enable_kernel_profile": True} if profile else {})}
+        job = {"program": str(d / "program.pt2"), "probes": str(d / "probes.pt"), "out": str(out), "config": cfg,
+               "label": label, "threads": torch.get_num_threads(), "result": str(d / "result.json")}
+        (d / "job.json").write_text(json.dumps(job))
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        try:
+            p = subprocess.run(_child_argv(d / "job.json"), capture_output=True, text=True, env=env, cwd=d,
+                               timeout=CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise StaticUnavailable(f"no package after {CHILD_TIMEOUT_S:.0f} s") from None
+        result = json.loads((d / "result.json").read_text()) if (d / "result.json").is_file() else None
+        if p.returncode != 0 or result is None:
+            how = f"signal {-p.returncode}" if p.returncode < 0 else f"exit status {p.returncode}"
+            last = next((ln for ln in reversed(p.stderr.splitlines()) if ln.strip()), "")
+            raise StaticUnavailable(f"the compiling process ended ({how})" + (f": {last[:200]}" if last else ""))
+        if result.get("error"):
+            raise StaticUnavailable(result["error"])
+        return result["parity_db"]
+
+
+def _child_compile() -> None:
+    """The child of `_compile_isolated`: load the exported program, compile it, check its parity, write the result."""
+    job = json.loads(Path(sys.argv[1]).read_text())
+    torch.set_num_threads(job["threads"])  # autotune times kernels with the threads the package will run with
+    warnings.simplefilter("ignore")
+    logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+    try:
+        import torchao.quantization.pt2e  # noqa: F401  (registers the quantized ops the program calls)
+
+        program = torch.export.load(job["program"])
+        stored = torch.load(job["probes"], weights_only=True)
+        with torch.no_grad():
+            torch._inductor.aoti_compile_and_package(program, package_path=job["out"], inductor_configs=job["config"])
+            runner, _ = _load_runner(Path(job["out"]))
+            result = {"parity_db": _check_parity(runner, stored["inputs"], stored["refs"],
+                                                 f"static INT8 package ({job['label']})")}
+    except Exception as exc:
+        result = {"error": f"{type(exc).__name__}: {first_line(exc, 300)}"}
+    Path(job["result"]).write_text(json.dumps(result))

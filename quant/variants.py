@@ -251,9 +251,9 @@ class ModelSet:
             return _Variant(name, None, "cuda", f"could not copy the model to the GPU: {exc}")
 
     def _static_variant(self, cache) -> _Variant:
-        from .static import build_static
+        from .static import build_static, is_static
 
-        kwargs = dict(self.artifact.static_kwargs) if self.artifact is not None and self.artifact.recipe == "static" \
+        kwargs = dict(self.artifact.static_kwargs) if self.artifact is not None and is_static(self.artifact.recipe) \
             else {}  # a static folder: its calibration, kept layers, probes (and package, when trusted)
         try:
             model = build_static(self.fp32_eager, self.tokenizer, cache_dir=cache, log=self.log,
@@ -272,12 +272,13 @@ class ModelSet:
     def recipes(self) -> dict[str, str]:
         """variant -> the INT8 recipe it runs, for its card (a folder's recipe is named as such)."""
         from .artifact import describe
+        from .static import is_static
 
         static = "calibrated, PT2E"  # the card's title says static INT8
         dynamic = self.quant.recipe
         if self.artifact is not None:
             name, keep = self.artifact.recipe, self.artifact.keep_fp32
-            if name == "static":
+            if is_static(name):
                 static = describe(name, keep) + " (this folder's)"
             else:
                 dynamic = describe(name, keep) + " (this folder's)"

@@ -15,6 +15,7 @@ from quant import ModelSet, artifact
 from quant.compare import STATIC_VARIANT, compare
 from quant.qa import run_windows
 from quant.recipes import build_recipe
+from quant.static import STATIC_RECIPES, recipe_setup
 
 KEEP = ["bert.encoder.layer.0.output.dense"]
 
@@ -118,6 +119,29 @@ def test_a_static_folder_runs_its_own_package_only_when_trusted(folders, trained
     finally:
         manifest["static"]["key"] = info["key"]
         (folder / "quantqa.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("recipe", STATIC_RECIPES[1:])
+def test_a_static_recipe_folder_is_rebuilt_with_its_own_calibration_and_options(recipe, models, folders):
+    """static-realtext / -smooth / -mixed: the folder records the calibration pairs and the options (SmoothQuant,
+    the layers with dynamic activations) its package was built with, and serving it rebuilds exactly that package
+    (the same cache key: weights, recipe, calibration, options), not the static card's."""
+    folder = folders[recipe]
+    calib, options = recipe_setup(recipe, models.fp32_eager)
+    manifest = json.loads((folder / "quantqa.json").read_text())
+    assert manifest["static"]["options"] == options.as_dict()
+    assert [(c["question"], c["passage"]) for c in json.loads((folder / "calibration.json").read_text())] == calib
+    assert len(calib) > 6  # the real-text calibration half, not only the app's examples
+    if recipe == "static-smooth":
+        assert options.smooth and "SmoothQuant (alpha 0.5)" in (folder / "README.md").read_text()
+    if recipe == "static-mixed":
+        assert set(options.dynamic_layers) == {f"bert.encoder.layer.{i}.output.dense" for i in range(
+            models.fp32_eager.config.num_hidden_layers)}
+    served = ModelSet(str(folder), variants=("fp32-cpu", STATIC_VARIANT), log=None)
+    info = served.variant(STATIC_VARIANT).model.info
+    assert info["key"] == manifest["static"]["key"] != json.loads(
+        (folders["static"] / "quantqa.json").read_text())["static"]["key"]
+    assert min(info["expect_db"]) >= 20
 
 
 def test_weights_that_hold_code_are_refused(folders, tmp_path):

@@ -215,3 +215,25 @@ def test_a_squad_file_whose_offsets_miss_is_refused(tmp_path):
             load_squad(f)
     f.write_text(_json.dumps(one({"text": "1815", "answer_start": 16})))
     assert load_squad(f)[0].answers == ("1815",)
+
+
+def test_split_picks_one_half_of_the_built_in_set_by_passage(trained_model_dir, tmp_path):
+    """`eval` / `tune --split held-out` score only the passages never calibrated or tuned on (and `calibration` only
+    the others): 120 questions each, no passage in both; with --data it is refused with the reason."""
+    from quant.__main__ import _examples, _parser, _set_name
+    from quant.evaluate import BUILTIN
+
+    every = load_squad(BUILTIN)
+    halves = {}
+    for cmd in ("eval", "tune"):
+        for part in ("calibration", "held-out"):
+            extra = ["--target-agreement", "90"] if cmd == "tune" else []
+            args = _parser().parse_args([cmd, "--model", "m", "--split", part, *extra])
+            halves[part] = _examples(args)
+            assert part in _set_name(args)
+    cal, held = ({e.context for e in halves[p]} for p in ("calibration", "held-out"))
+    assert len(halves["calibration"]) == len(halves["held-out"]) == 120 and not cal & held
+    assert {(e.question, e.context) for e in every} == {(e.question, e.context) for e in halves["calibration"]
+                                                        + halves["held-out"]}
+    p = run_cli("eval", "--model", trained_model_dir, "--split", "held-out", "--data", squad_file(tmp_path / "d.json"))
+    assert p.returncode == 2 and "--split" in p.stderr and "Traceback" not in p.stderr

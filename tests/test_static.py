@@ -75,7 +75,9 @@ def test_static_package_matches_eager_at_every_shape(static_comp):
     # measured on the tiny model: 32.5 / 38.6 / 38.7 / 40.4 dB at 16 / 64 / 160 / 384 tokens (a broken kernel: < 0 dB)
     assert min(dbs) > 18.0, dbs
     info = static_comp.model(STATIC_VARIANT).info
-    assert len(info["parity_db"]) == 5 and all(db >= PARITY_DB for db in info["parity_db"])
+    # every probe checked: 9 / 16 / 37 / 64 / 160 / 211 / 384 tokens (odd lengths: the GEMM templates' tails) + a batch
+    assert len(info["parity_db"]) == 8 and all(db >= PARITY_DB for db in info["parity_db"])
+    assert info["compile"] in ("max-autotune", "default")
 
 
 def test_static_handles_short_inputs_and_many_windows(static_comp):
@@ -345,3 +347,78 @@ def test_each_static_option_builds_and_keeps_parity(trained_model_dir, tmp_path)
     assert len(keys) == 3
     with pytest.raises(ValueError, match="observer must be one of"):
         StaticOptions(observer="mse")
+
+
+def test_a_max_autotune_package_that_fails_parity_is_replaced_by_the_default_compilation(trained_model_dir, tmp_path,
+                                                                                         monkeypatch):
+    """max-autotune is tried first and kept only when its package matches the eager quantized graph; one that does
+    not (here: its outputs made wrong) is thrown away and the default compilation (oneDNN qlinear) is built, its
+    package matching, the reason recorded. When every compilation fails, nothing is kept."""
+    import json
+
+    from quant import load_model
+    from quant import static
+
+    lm = load_model(str(trained_model_dir))
+    real, check = static._load_runner, static._check_parity
+
+    def autotuned_outputs_wrong(runner, probes, refs, what):
+        if "max-autotune" in what:
+            return check(lambda xs: tuple(-t for t in runner(xs)), probes, refs, what)
+        return check(runner, probes, refs, what)
+
+    monkeypatch.setattr(static, "_check_parity", autotuned_outputs_wrong)
+    logs = []
+    m = build_static(lm.model, lm.tokenizer, cache_dir=tmp_path, log=logs.append)
+    assert m.info["compile"] == "default" and min(m.info["parity_db"]) >= PARITY_DB
+    assert "max-autotune" in m.info["fallback"] and "differ from the eager quantized graph" in m.info["fallback"]
+    assert any("max-autotune: StaticUnavailable" in x for x in logs)
+    meta = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert meta["compile"] == "default" and "max-autotune" in meta["fallback"]
+    monkeypatch.setattr(static, "_check_parity", check)
+    def broken(path):
+        runner, how = real(path)
+        return (lambda xs: tuple(-t for t in runner(xs))), how
+
+    monkeypatch.setattr(static, "_load_runner", broken)
+    with pytest.raises(StaticUnavailable, match="compilation failed: max-autotune: .*; default: .*differ"):
+        build_static(lm.model, lm.tokenizer, cache_dir=tmp_path / "again")
+    assert not list((tmp_path / "again").glob("*.pt2"))  # nothing kept
+
+
+def test_a_compiler_that_crashes_ends_its_own_process_not_this_one(trained_model_dir, tmp_path, monkeypatch):
+    """max-autotune compiles in a child process (it runs generated kernels to time them; for PT2E dynamic that was a
+    segmentation fault): a child that dies of a signal leaves this process serving, with the default compilation
+    and the reason."""
+    import signal
+    import sys
+
+    from quant import load_model
+    from quant import static
+
+    monkeypatch.setattr(static, "_child_argv", lambda job: [
+        sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"])
+    lm = load_model(str(trained_model_dir))
+    m = build_static(lm.model, lm.tokenizer, cache_dir=tmp_path)
+    assert m.info["compile"] == "default" and min(m.info["parity_db"]) >= PARITY_DB
+    assert f"the compiling process ended (signal {int(signal.SIGSEGV)})" in m.info["fallback"]
+
+
+def test_mixed_int8_really_quantizes_the_named_layers_activations_at_each_call(trained_model_dir):
+    """StaticOptions.dynamic_layers (the static-mixed recipe): those Linear layers compute their activation scale at
+    each call (a choose_qparams node each) and the rest stay static. torchao's X86 quantizer refuses such a mix with
+    only a warning ("Skip the quantization config"), which once left "mixed" identical to static."""
+    from quant import load_model
+    from quant.static import StaticOptions, convert, ffn_output_layers
+
+    lm = load_model(str(trained_model_dir))
+
+    def dynamic_sites(options):
+        g = convert(lm.model, lm.tokenizer, options=options).graph
+        return sum("choose_qparams" in str(n.target) for n in g.graph.nodes if n.op == "call_function")
+
+    layers = ffn_output_layers(lm.model)
+    assert len(layers) == lm.model.config.num_hidden_layers
+    assert dynamic_sites(StaticOptions()) == 0
+    assert dynamic_sites(StaticOptions(dynamic_layers=layers[:1])) == 1
+    assert dynamic_sites(StaticOptions(dynamic_layers=layers)) == len(layers)
