@@ -40,7 +40,7 @@ import torch
 
 from .evaluate import Example
 from .inputs import first_line
-from .artifact import RECIPES
+from .artifact import DEFAULT_RECIPES, RECIPES
 from .metrics import ratio_db
 from .quantize import QuantConfig, quantize, quantize_per_token, trace_or_eager
 from .line import Abandoned, Cancelled, Overran
@@ -53,7 +53,6 @@ LINE_STOPS = (Abandoned, Cancelled, Overran)  # the line stopped the work: never
 
 EXPORT_S = 30.0  # about how long static INT8's export + calibration takes on bert-base (2 cores); cannot pause
 COMPILE_S = 120.0  # ... and a compilation (static, max-autotune: ~106 s on bert-base; per-token: about a minute)
-DEFAULT_RECIPES = RECIPES[:4]
 DESCRIPTIONS = {
     "dynamic-per-tensor": "dynamic INT8, per-tensor weight scales (the seed's recipe; torch.ao, traced)",
     "dynamic-per-channel": "dynamic INT8, per-channel weight scales (torch.ao, traced)",

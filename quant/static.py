@@ -189,7 +189,7 @@ def _probes(tokenizer, names, max_length: int) -> list[list[torch.Tensor]]:
     g = torch.Generator().manual_seed(0)
     lo = 1000 if len(tokenizer) > 2000 else 5
     out = []
-    for n in sorted({min(n, max_length) for n in (9, 16, 37, 64, 160, 211, max_length)}):  # a model with < 160 positions: fewer
+    for n in sorted({min(n, max_length) for n in (9, 16, 37, 64, 160, 211, max_length)}):  # short windows: fewer
         ids = torch.randint(lo, len(tokenizer), (1, n), generator=g)
         ids[0, 0] = tokenizer.cls_token_id or 0
         ids[0, -1] = tokenizer.sep_token_id or 0
@@ -336,12 +336,13 @@ class StaticOptions:
             d["attention"] = self.attention
         return d
 
-
     @classmethod
     def from_dict(cls, d: dict | None) -> "StaticOptions":
         """The options `as_dict` wrote (an artifact's manifest); unknown keys are refused, missing ones default."""
+        import dataclasses
+
         d = dict(d or {})
-        unknown = set(d) - {"observer", "smooth", "dynamic_layers", "percentile", "attention"}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown static options: {', '.join(sorted(unknown))}")
         return cls(**{**d, "dynamic_layers": tuple(d.get("dynamic_layers", ()))})
@@ -448,9 +449,9 @@ def calibration_inputs(tokenizer, calib: list[tuple[str, str]], max_length: int,
 
 def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: list[tuple[str, str]] | None = None,
             keep_fp32: tuple[str, ...] = (), dynamic: bool = False, options: StaticOptions | None = None) -> Converted:
-    """Export `fp32` (a copy, SDPA attention where the family has it), quantize it with the X86 Inductor quantizer (float tensors only;
-    the nn.Linear layers named in `keep_fp32` left in FP32), calibrate on `calibration` (default: the app's
-    calibration set; none for `dynamic`, whose activation scales are computed at each call) and convert.
+    """Export `fp32` (a copy, SDPA attention where the family has it), quantize it with the X86 Inductor quantizer
+    (float tensors only; the nn.Linear layers named in `keep_fp32` left in FP32), calibrate on `calibration` (default:
+    the app's calibration set; none for `dynamic`, whose activation scales are computed at each call) and convert.
     options: the observer, SmoothQuant (applied to the copy first) and the layers with dynamic activations."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -554,21 +555,19 @@ def _cached_or_built(fp32, tokenizer, files: "_Files", max_length, calib, keep_f
     t_build = time.perf_counter()
     log(f"[quantqa] {what}: first build for this model and machine (export, calibrate, compile; "
         f"~1-2 min on bert-base, then cached in {cache}) ...")
-    built = _compile(fp32, tokenizer, files, max_length, calib, keep_fp32, dynamic, what, log, options)
-    conv, tmp, probes, refs, size = built.conv, built.path, built.probes, built.refs, built.size_mib
-    runner, how, load_s, dbs = built.runner, built.loader, built.load_s, built.parity_db
+    b = _compile(fp32, tokenizer, files, max_length, calib, keep_fp32, dynamic, what, log, options)
     build_s = time.perf_counter() - t_build
-    torch.save({"inputs": probes, "refs": refs}, files.probes)
-    meta = {"key": key, "recipe": RECIPE, "source": source_id, "build_s": round(build_s, 1), "size_mib": size,
-            "parity_db": dbs, "torch": torch.__version__, "calibration_windows": conv.calibration_windows,
+    torch.save({"inputs": b.probes, "refs": b.refs}, files.probes)
+    meta = {"key": key, "recipe": RECIPE, "source": source_id, "build_s": round(build_s, 1), "size_mib": b.size_mib,
+            "parity_db": b.parity_db, "torch": torch.__version__, "calibration_windows": b.conv.calibration_windows,
             "keep_fp32": sorted(keep_fp32), "dynamic": dynamic, "options": options.as_dict(),
-            "compile": built.compile, "fallback": built.fallback}
+            "compile": b.compile, "fallback": b.fallback}
     files.meta.write_text(json.dumps(meta, indent=1) + "\n")
-    os.replace(tmp, files.pkg)
-    info = _info(key, files.pkg, build_s, load_s, how, dbs, size, False)
-    info.update(compile=built.compile, fallback=built.fallback)
+    os.replace(b.path, files.pkg)
+    info = _info(key, files.pkg, build_s, b.load_s, b.loader, b.parity_db, b.size_mib, False)
+    info.update(compile=b.compile, fallback=b.fallback)
     log(f"[quantqa] {what}: {describe_build(info)}")
-    return StaticQA(runner, names, pad_id, size, info, limits, max_length)
+    return StaticQA(b.runner, names, pad_id, b.size_mib, info, limits, max_length)
 
 
 @dataclass
@@ -603,11 +602,10 @@ class _Files:
 # graph that ended the process (a segmentation fault in select_algorithm's benchmark, torch 2.13, Intel Xeon): so it
 # is compiled and parity-checked in a child process (`_compile_isolated`), and a fault there only means "default".
 # PT2E dynamic builds skip it (it faulted every time).
-COMPILE_CONFIGS = (
-    ("max-autotune", {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}),
-    ("default", {"freezing": True, "max_autotune": False}),  # oneDNN qlinear for every GEMM, in this process
+COMPILE_CONFIGS = (  # (label, inductor configs, compiled in a child process)
+    ("max-autotune", {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}, True),
+    ("default", {"freezing": True, "max_autotune": False}, False),  # oneDNN qlinear for every GEMM
 )
-ISOLATED = {"max-autotune"}
 CHILD_TIMEOUT_S = 1800.0
 
 
@@ -626,10 +624,10 @@ class _Built:
     fallback: str = ""  # why an earlier entry was not kept
 
 
-def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynamic, what, log, options=None,
-             configs=None) -> _Built:
-    """Export, quantize, calibrate and convert once; compile with each of `configs` (COMPILE_CONFIGS) in turn into a
-    temporary package next to the cache entry, keeping the first that passes the parity check."""
+def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynamic, what, log, options=None) -> _Built:
+    """Export, quantize, calibrate and convert once; compile with each of COMPILE_CONFIGS in turn into a temporary
+    package next to the cache entry, keeping the first that passes the parity check (a package compiled in a child
+    was checked there too; it is checked again as loaded here)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         logging.getLogger("torch._inductor").setLevel(logging.ERROR)
@@ -649,10 +647,10 @@ def _compile(fp32, tokenizer, files: _Files, max_length, calib, keep_fp32, dynam
         files.cache.mkdir(parents=True, exist_ok=True)
         tmp = files.cache / f"{files.key}.{os.getpid()}.tmp.pt2"
         failed = []
-        for label, cfg in configs or (COMPILE_CONFIGS[1:] if dynamic else COMPILE_CONFIGS):
+        for label, cfg, isolated in COMPILE_CONFIGS[1:] if dynamic else COMPILE_CONFIGS:
             t0 = time.perf_counter()
             try:
-                if label in ISOLATED:
+                if isolated:
                     _compile_isolated(ep2, probes, refs, label, cfg, tmp)
                 else:
                     torch._inductor.aoti_compile_and_package(ep2, package_path=str(tmp), inductor_configs=cfg)
