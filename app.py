@@ -679,7 +679,7 @@ def evaluate_tab(page: Page) -> None:
         max_keep = strict_number(gr.Number(8, label="At most K layers in FP32", precision=0, minimum=0,
                                            maximum=max(page.n_linear, 0)))
         recipes = strict_choices(gr.CheckboxGroup(list(RECIPES), value=list(DEFAULT_RECIPES), label="Recipes",
-                                                    info="the three static-* variants compile a package each"), RECIPES)
+                                                    info="each static-* variant compiles a package"), RECIPES)
     with gr.Row():
         rec_button = gr.Button("Compare recipes", elem_id="recipes-btn")
         rec_cancel = gr.Button("Cancel", elem_id="recipes-cancel")

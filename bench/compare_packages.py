@@ -35,7 +35,9 @@ def main(argv=None) -> int:
 
     ms = ModelSet(a.model, variants=("fp32-cpu",), log=None)
     tok = ms.tokenizer
-    runners = {Path(p).name: _load_runner(p)[0] for p in a.packages}
+    names = [Path(p).name for p in a.packages]  # the folder too where two packages share a file name (a key)
+    runners = {(n if names.count(n) == 1 else f"{Path(p).parent.name}/{n}"): _load_runner(p)[0]
+               for p, n in zip(a.packages, names)}
     for n in (160, 384):
         x = synthetic_inputs(ms.fp32_eager.config.vocab_size, n, tok.cls_token_id, tok.sep_token_id)
         xs = [x[k] for k in INPUT_NAMES]

@@ -137,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="also compare INT8 recipes side by side, each alone and with its K most sensitive layers in "
                         "FP32, and choose the fastest that meets the target. LIST: default (dynamic-per-tensor, "
                         "dynamic-per-channel, static, dynamic-per-token; the same as no LIST), all (those and "
-                        "static-realtext, static-smooth, static-mixed), or a comma-separated subset")
+                        "static-realtext, static-smooth, static-mixed, static-split), or a comma-separated subset")
     t.add_argument("--out", type=Path, default=None,
                    help="write the final model as an INT8 artifact folder (with --recipes: the chosen recipe)")
     t.add_argument("--json", action="store_true")
@@ -365,7 +365,7 @@ def cmd_eval(args) -> int:
     from .evaluate import run_eval
 
     report = run_eval(args.model, _examples(args), threads=args.threads, quant=_quant_config(args),
-                      static=args.static, progress=True)
+                      static=args.static or _static_folder(args.model), progress=True)
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
     else:

@@ -77,7 +77,8 @@ def describe(recipe: str, keep_fp32=()) -> str:
             "dynamic-per-token": "dynamic INT8, per-token activations (torchao)",
             "static-realtext": "static INT8, calibrated on real text (PT2E)",
             "static-smooth": "static INT8 with SmoothQuant, calibrated on real text (PT2E)",
-            "static-mixed": "static INT8, FFN outputs with dynamic activations (PT2E)"}[recipe]
+            "static-mixed": "static INT8, FFN outputs with dynamic activations (PT2E)",
+            "static-split": "static INT8, outlier channels split, calibrated on real text (PT2E)"}[recipe]
     return base + (f", {len(keep_fp32)} Linear in FP32" if keep_fp32 else "")
 
 
@@ -468,6 +469,11 @@ def _recipe_text(recipe: str, keep, manifest: dict) -> list[str]:
         if options.dynamic_layers:
             text += (f" {len(options.dynamic_layers)} Linear layers (the FFN outputs) quantize their activations at "
                      "each call instead.")
+        if options.split:
+            text += (f" Outlier channel splitting (ratio {options.split:g}): an input channel whose calibrated range "
+                     "is over that many times the median channel's is carried by several copies, each a fraction of "
+                     "it, and the Linear layers that read it by as many copies of its weights (the FP32 function is "
+                     "unchanged; K grows by 16 channels where a layer has such a channel).")
     else:
         text = text[recipe]
     return ["## Recipe", "", text + kept]

@@ -14,9 +14,10 @@ smallest: `tune`'s one-at-a-time steps find that one for a dynamic recipe):
   static-realtext      static, calibrated on the real-text set's calibration half too (static.recipe_setup)
   static-smooth        static-realtext with SmoothQuant folded into the LayerNorms and weights
   static-mixed         static-realtext with the FFN output Linear layers' activations quantized at each call
+  static-split         static-realtext with outlier input channels split (smooth.split_outliers): the static card's
 
-`DEFAULT_RECIPES` (the first four) run unless others are asked for: the three static variants cost a compilation
-each and kept no more held-out answers than "static" on MiniLM-QA (bench/README.md, issue #24).
+`DEFAULT_RECIPES` (the first four) run unless others are asked for: each static variant costs a compilation
+(bench/README.md, issue #24, for what each keeps on real text).
 
 For every row: agreement with FP32 (same character span), EM / F1, logits SQNR
 (mean noise over the questions, in dB), size (MiB of the tensors it runs on) and
@@ -61,6 +62,7 @@ DESCRIPTIONS = {
     "static-realtext": "static INT8 calibrated on real text too (the set's calibration half)",
     "static-smooth": "static INT8 (real-text calibration) with SmoothQuant",
     "static-mixed": "static INT8 (real-text calibration), FFN outputs with dynamic activations",
+    "static-split": "static INT8 (real-text calibration), outlier input channels split",
     "fp32": "FP32, the reference",
 }
 

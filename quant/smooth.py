@@ -1,4 +1,5 @@
-"""SmoothQuant for BERT-family encoders: move activation outliers into the weights, exactly, before static INT8.
+"""Exact rewrites of BERT-family encoders that tame activation outliers before static INT8: SmoothQuant (moves
+them into the weights) and outlier channel splitting (`split_outliers`, below: cuts them into copies).
 
 A Linear y = x W^T whose input has a few channels far larger than the rest loses
 the small channels to a per-tensor activation scale. Divide input channel j by
@@ -20,7 +21,13 @@ stream). Instead, per encoder layer:
   multiply at all: V's output channel j divided by s_j, the output projection's
   column j times s_j.
 
-Families with BERT's module names (BERT, RoBERTa, XLM-RoBERTa, ELECTRA) are smoothed;
+Outlier channel splitting keeps the scale out of the weights altogether: a
+channel far over the median channel's range is carried by k copies of x_j / k
+and read by k copies of its weight column (y unchanged, the range cut k times,
+the weights untouched; K grows). It is what keeps static INT8's answers on real
+text (bench/README.md, issue #24).
+
+The BERT, RoBERTa, XLM-RoBERTa and ELECTRA families (`FAMILIES`) are rewritten;
 others are left as they are (`smoothable` says which).
 """
 
@@ -48,8 +55,14 @@ class Site:
     value: nn.Linear | None = None  # "fold": the V projection whose output channels take 1/s
 
 
+FAMILIES = ("bert", "roberta", "xlm-roberta", "electra")  # BERT's layer: attention.self reads one hidden state
+
+
 def sites(model: nn.Module) -> list[Site]:
-    """Every smoothing site of a BERT-family model (empty for other families)."""
+    """Every smoothing site of a BERT-family model (empty for other families: MobileBERT has the module names, but
+    its attention takes separate query / key / value inputs)."""
+    if getattr(getattr(model, "config", None), "model_type", None) not in FAMILIES:
+        return []
     mods = dict(model.named_modules())
     out = []
     for name in mods:
@@ -125,4 +138,129 @@ def smooth(model: nn.Module, inputs: list[dict[str, torch.Tensor]], alpha: float
                 site.hooked.add_module("smooth_scale", holder)
                 site.hooked.register_forward_pre_hook(
                     lambda mod, args: (args[0] * mod.smooth_scale.inv,) + tuple(args[1:]))
+    return m
+
+
+# --------------------------------------------------------------------------------------- outlier channel splitting
+
+SPLIT_RATIO = 2.0  # a channel whose calibrated max |x| exceeds this many times the median channel's is split; chosen
+# on the real-text calibration half by logits SQNR (compiled, MiniLM-QA: ratio 2 / 3 / 4 -> 35.7 / 34.4 / 33.5 dB)
+MAX_COPIES = 8  # at most this many copies of one channel (its range cut 8x)
+ALIGN = 16  # extra channels per site rounded up to this (zero channels): GEMM K stays a multiple of 16
+
+
+@dataclass
+class SplitSite:
+    """One input to split: `hooked` is the module whose first input is widened ("gather": attention.self, whose
+    input Q, K, V share; intermediate) or scaled ("rows": the FFN output block, whose extra channels come from extra
+    rows of `producer`, the FFN input Linear, through the elementwise GELU). Hooks sit on these container modules,
+    never on a Linear, so a quantizer that swaps the Linear layers (torch.ao's) keeps them."""
+
+    name: str
+    kind: str  # "gather" or "rows"
+    hooked: nn.Module
+    linears: list[nn.Linear]  # the layers that read the input (their weight columns are copied)
+    producer: str | None = None  # "rows": the path of the Linear whose output rows are copied (looked up when
+    # copied: the FFN input's own split may have replaced it by then)
+
+
+def split_sites(model: nn.Module) -> list[SplitSite]:
+    """Every input to split in a BERT-family model: per encoder layer the attention input (the LayerNorm output
+    that Q, K and V read), the FFN input (the next LayerNorm output) and the FFN output's input (after GELU)."""
+    out = []
+    for s in sites(model):
+        if s.kind == "fold":  # the context (attention output's input): no outlier channels to speak of
+            continue
+        if s.name.endswith(".output.dense"):
+            block = s.name[: -len(".dense")]
+            inter = s.name[: -len("output.dense")] + "intermediate.dense"
+            out.append(SplitSite(block, "rows", model.get_submodule(block), s.linears, inter))
+        else:
+            out.append(SplitSite(s.name, "gather", s.hooked, s.linears))
+    return out
+
+
+def split_plan(amax: torch.Tensor, ratio: float = SPLIT_RATIO, max_copies: int = MAX_COPIES,
+               align: int = ALIGN) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which channels to copy and the factor every channel then takes: (idx, c). Channel j with max |x_j| > ratio x
+    the median channel's is carried by k_j = ceil(max|x_j| / (ratio x median)) copies (at most `max_copies`), each
+    x_j / k_j. idx: the extra copies' source channels (padded with zero channels, c = 0, to a multiple of `align`);
+    c: the factor of each of the n + len(idx) channels. No channel over the bound: both empty."""
+    bound = float(amax.median()) * ratio
+    k = torch.clamp(torch.ceil(amax / max(bound, 1e-12)), 1, max_copies).long()
+    idx = torch.repeat_interleave(torch.arange(amax.numel()), k - 1)
+    if not idx.numel():
+        return idx, torch.empty(0)
+    c = torch.cat([1.0 / k.float(), (1.0 / k.float())[idx]])
+    pad = -idx.numel() % align
+    return torch.cat([idx, idx.new_zeros(pad)]), torch.cat([c, c.new_zeros(pad)])
+
+
+class _Split(nn.Module):
+    """Holds a split's channel copies and factors (constants of the exported graph)."""
+
+    def __init__(self, idx: torch.Tensor, c: torch.Tensor):
+        super().__init__()
+        self.register_buffer("idx", idx)
+        self.register_buffer("c", c)
+
+
+def _gather(mod, args):
+    x = args[0]
+    return (torch.cat([x, x.index_select(-1, mod.outlier_split.idx)], -1) * mod.outlier_split.c,) + tuple(args[1:])
+
+
+def _scale(mod, args):
+    return (args[0] * mod.outlier_split.c,) + tuple(args[1:])
+
+
+def _widened(lin: nn.Linear, idx: torch.Tensor, c: torch.Tensor) -> nn.Linear:
+    """`lin` reading n + len(idx) input channels: the copies' columns equal their source's (zero for padding)."""
+    new = nn.Linear(lin.in_features + idx.numel(), lin.out_features, bias=lin.bias is not None)
+    with torch.no_grad():
+        extra = lin.weight[:, idx] * (c[lin.in_features:] > 0)
+        new.weight.copy_(torch.cat([lin.weight, extra], 1))
+        if lin.bias is not None:
+            new.bias.copy_(lin.bias)
+    return new
+
+
+def _set(model: nn.Module, lin: nn.Linear, new: nn.Module) -> None:
+    for name, mod in model.named_modules():
+        for child_name, child in mod.named_children():
+            if child is lin:
+                setattr(mod, child_name, new)
+
+
+def split_outliers(model: nn.Module, inputs: list[dict[str, torch.Tensor]], ratio: float = SPLIT_RATIO,
+                   skip: tuple[str, ...] = ()) -> nn.Module:
+    """A copy of `model` whose outlier input channels are split (the same function: logits equal up to float
+    rounding), so a per-tensor activation scale fits the rest (outlier channel splitting: Zhao et al., ICML 2019).
+
+    Channel j, k_j times the bound (`split_plan`), is carried by k_j copies of x_j / k_j and the Linear layers
+    reading it get k_j copies of column j: y = sum_j x_j w_j is unchanged, the activation range is cut k_j times,
+    and the weights' range is not touched (SmoothQuant's scales move the range into the weights instead). The
+    layer's K grows by a few channels (padded to a multiple of `ALIGN`); the gather and the factors are elementwise
+    work that Inductor fuses into the quantize step. `skip`: Linear paths kept in FP32 (their inputs are left)."""
+    if ratio <= 1.0:
+        raise ValueError(f"the split ratio is a multiple of the median channel's range, > 1; got {ratio}")
+    m = copy.deepcopy(model).eval()
+    names = {id(mod): n for n, mod in m.named_modules()}
+    where = [s for s in split_sites(m) if not any(names[id(lin)] in skip for lin in s.linears)]
+    for site, amax in zip(where, input_absmax(m, inputs, where)):
+        idx, c = split_plan(amax, ratio)
+        if not idx.numel():
+            continue
+        for lin in site.linears:
+            _set(m, lin, _widened(lin, idx, c))
+        if site.kind == "rows":  # the FFN input's output rows copied; GELU is elementwise, so the copies match
+            p = m.get_submodule(site.producer)
+            new = nn.Linear(p.in_features, p.out_features + idx.numel(), bias=p.bias is not None)
+            with torch.no_grad():
+                new.weight.copy_(torch.cat([p.weight, p.weight[idx]]))
+                if p.bias is not None:
+                    new.bias.copy_(torch.cat([p.bias, p.bias[idx]]))
+            _set(m, p, new)
+        site.hooked.add_module("outlier_split", _Split(idx, c))
+        site.hooked.register_forward_pre_hook(_scale if site.kind == "rows" else _gather)
     return m

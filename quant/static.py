@@ -17,8 +17,8 @@ Recipe: the FP32 model with SDPA attention -> torch.export (batch 1, sequence 8-
 windows run one after another: a package with a dynamic batch dimension
 measured ~6% slower at 160 tokens on bert-base)
 -> X86InductorQuantizer (uint8 activations per tensor, static; int8 weights
-per output channel; `StaticOptions`: the observer, SmoothQuant, layers with
-dynamic activations) -> calibration (`calibration_texts`: the app's examples,
+per output channel; `StaticOptions`: the observer, SmoothQuant, outlier channel
+splitting, layers with dynamic activations) -> calibration (`calibration_texts`,
 each window once) -> convert -> AOTInductor package (freezing on; max-autotune
 first, `COMPILE_CONFIGS`) -> a parity check of the compiled package against the
 eager quantized graph on 9/16/37/64/160/211/384 tokens and a padded batch (logits
@@ -311,6 +311,7 @@ class StaticOptions:
     dynamic_layers: tuple[str, ...] = ()  # Linear paths whose activations are quantized at each call (PT2E dynamic)
     percentile: float = 99.99  # the percentile observer's clip point
     attention: str = "sdpa"  # sdpa: one fused FP32 attention kernel; eager: mask, softmax, matmuls as separate ops
+    split: float | None = None  # outlier channel splitting's ratio (smooth.split_outliers), or None
 
     def __post_init__(self):
         if self.observer not in OBSERVERS:
@@ -323,6 +324,8 @@ class StaticOptions:
         parts = [f"{self.observer} observer" + (f" {self.percentile:g}%" if self.observer == "percentile" else "")]
         if self.smooth:
             parts.append(f"SmoothQuant alpha {self.smooth:g}")
+        if self.split:
+            parts.append(f"outlier channels split (over {self.split:g}x the median channel's range)")
         if self.dynamic_layers:
             parts.append(f"{len(self.dynamic_layers)} Linear with dynamic activations")
         if self.attention != "sdpa":
@@ -332,8 +335,10 @@ class StaticOptions:
     def as_dict(self) -> dict:
         d = {"observer": self.observer, "smooth": self.smooth, "dynamic_layers": list(self.dynamic_layers),
              "percentile": self.percentile}
-        if self.attention != "sdpa":  # absent when default
+        if self.attention != "sdpa":  # absent when default (the keys of packages built before these existed)
             d["attention"] = self.attention
+        if self.split:
+            d["split"] = self.split
         return d
 
     @classmethod
@@ -351,15 +356,24 @@ class StaticOptions:
 OBSERVERS = ("histogram", "minmax", "percentile")
 ATTENTIONS = ("eager", "sdpa")
 
-# Static INT8 recipes (issue #24): what each calibrates on and how. "static" is the static card's; the others are
-# offered by `tune --recipes` and the Recipes tab, measured side by side (bench/README.md: none keeps more held-out
-# answers than "static" on MiniLM-QA, so the card stays on it).
-STATIC_RECIPES = ("static", "static-realtext", "static-smooth", "static-mixed")
+# Static INT8 recipes (issue #24): what each calibrates on and how, offered by `tune --recipes` and the Recipes tab,
+# measured side by side (bench/README.md). "static" is build_static's defaults (the static card's recipe before
+# outlier channel splitting); CARD_RECIPE is what the static card builds.
+STATIC_RECIPES = ("static", "static-realtext", "static-smooth", "static-mixed", "static-split")
 SMOOTH_ALPHA = 0.5  # SmoothQuant's migration strength (the paper's default; 0.3 / 0.7 measured no better here)
+
+
+CARD_RECIPE = "static"  # what the static card builds: static-split keeps more answers but costs over 5 % latency (#24)
 
 
 def is_static(recipe: str) -> bool:
     return recipe in STATIC_RECIPES
+
+
+def card_kwargs(fp32: nn.Module) -> dict:
+    """build_static's calibration and options for the static card: CARD_RECIPE's."""
+    calib, options = recipe_setup(CARD_RECIPE, fp32)
+    return {"calibration": calib, "options": options}
 
 
 def ffn_output_layers(model: nn.Module) -> tuple[str, ...]:
@@ -371,10 +385,12 @@ def ffn_output_layers(model: nn.Module) -> tuple[str, ...]:
 
 def recipe_setup(recipe: str, fp32: nn.Module) -> tuple[list[tuple[str, str]], StaticOptions]:
     """A static recipe's calibration pairs and options:
-    static           the app's 6 examples, histogram observer (the static card)
+    static           the app's 6 examples, histogram observer (build_static's defaults)
     static-realtext  the examples + the real-text calibration half (30 pairs), histogram
     static-smooth    the same calibration, SmoothQuant (alpha SMOOTH_ALPHA) folded into the LayerNorms and weights
     static-mixed     the same calibration, the FFN output Linear layers with dynamic (per-call) activation scales
+    static-split     the same calibration, outlier input channels split (smooth.split_outliers, ratio SPLIT_RATIO):
+                     the static card's (CARD_RECIPE)
     """
     if recipe not in STATIC_RECIPES:
         raise ValueError(f"not a static recipe: {recipe!r}; choose from {', '.join(STATIC_RECIPES)}")
@@ -388,6 +404,10 @@ def recipe_setup(recipe: str, fp32: nn.Module) -> tuple[list[tuple[str, str]], S
         if not layers:
             raise StaticUnavailable("this model has no FFN output Linear layers to give dynamic activations")
         return calib, StaticOptions(dynamic_layers=layers)
+    if recipe == "static-split":
+        from .smooth import SPLIT_RATIO
+
+        return calib, StaticOptions(split=SPLIT_RATIO)
     return calib, StaticOptions()
 
 
@@ -470,6 +490,10 @@ def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: l
         from .smooth import smooth
 
         m = smooth(m, [dict(zip(names, x)) for x in calib_inputs], options.smooth, skip=tuple(keep_fp32))
+    if options.split and not dynamic:
+        from .smooth import split_outliers
+
+        m = split_outliers(m, [dict(zip(names, x)) for x in calib_inputs], options.split, skip=tuple(keep_fp32))
     wrapped = _Positional(m, names).eval()
     example = calib_inputs[0]  # batch 1 (export specialises the size-1 dimension: the package takes batch 1)
     seq = torch.export.Dim("seq", min=MIN_SEQ, max=max_length)

@@ -251,10 +251,11 @@ class ModelSet:
             return _Variant(name, None, "cuda", f"could not copy the model to the GPU: {exc}")
 
     def _static_variant(self, cache) -> _Variant:
-        from .static import build_static, is_static
+        from .static import build_static, card_kwargs, is_static
 
+        # a static folder: its calibration, kept layers, probes (and package, when trusted); else the card's recipe
         kwargs = dict(self.artifact.static_kwargs) if self.artifact is not None and is_static(self.artifact.recipe) \
-            else {}  # a static folder: its calibration, kept layers, probes (and package, when trusted)
+            else card_kwargs(self.fp32_eager)
         try:
             model = build_static(self.fp32_eager, self.tokenizer, cache_dir=cache, log=self.log,
                                  max_length=self.max_length, source_id=self.model_id, **kwargs)
@@ -274,7 +275,9 @@ class ModelSet:
         from .artifact import describe
         from .static import is_static
 
-        static = "calibrated, PT2E"  # the card's title says static INT8
+        from .static import CARD_RECIPE
+
+        static = "calibrated, PT2E" if CARD_RECIPE == "static" else describe(CARD_RECIPE)  # title: static INT8
         dynamic = self.quant.recipe
         if self.artifact is not None:
             name, keep = self.artifact.recipe, self.artifact.keep_fp32

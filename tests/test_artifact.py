@@ -195,3 +195,20 @@ def test_minilm_the_chosen_recipe_serves_the_answers_it_was_chosen_with(minilm, 
     n = len(exs)
     assert (100 * agree / n, round(100 * em / n, 2), round(100 * f1 / n, 2)) == (
         rec.chosen.agreement, round(rec.chosen.exact_match, 2), round(rec.chosen.f1, 2)), rec.table()
+
+
+def test_eval_on_a_static_folder_scores_its_static_card(folders):
+    """`python -m quant eval --model <static folder>` scores the folder's static INT8 without --static (the help
+    says so: the folder's recipe is served on the static card), as `compare` does."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(root))
+    p = subprocess.run([sys.executable, "-m", "quant", "eval", "--model", str(folders["static"]), "--limit", "3",
+                        "--json"], capture_output=True, text=True, timeout=600, cwd=root, env=env)
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    scored = {r["variant"]: r for r in d["results"]}
+    assert STATIC_VARIANT in scored and scored[STATIC_VARIANT]["n"] == 3, d
+    assert scored[STATIC_VARIANT]["agreement_with_fp32"] is not None

@@ -422,3 +422,82 @@ def test_mixed_int8_really_quantizes_the_named_layers_activations_at_each_call(t
     assert dynamic_sites(StaticOptions()) == 0
     assert dynamic_sites(StaticOptions(dynamic_layers=layers[:1])) == 1
     assert dynamic_sites(StaticOptions(dynamic_layers=layers)) == len(layers)
+
+
+def test_splitting_outlier_channels_keeps_the_model_and_cuts_every_range(trained_model_dir, tmp_path):
+    """Outlier channel splitting (smooth.split_outliers) on a BERT: the same logits (float rounding apart); at every
+    split input, no channel's range is over the bound (ratio x the median channel's, unless it took the most copies);
+    each widened Linear gains a multiple of 16 input channels; a family it does not know is left alone."""
+    from quant import load_model
+    from quant.metrics import sqnr_db
+    from quant.qa import run_windows
+    from quant.smooth import ALIGN, MAX_COPIES, input_absmax, split_outliers, split_sites
+    from quant.static import calibration_inputs, calibration_texts, input_names
+
+    lm = load_model(str(trained_model_dir))
+    names = input_names(lm.tokenizer)
+    calib = [dict(zip(names, x)) for x in calibration_inputs(lm.tokenizer, calibration_texts(), 128, names)]
+    sp = split_outliers(lm.model, calib, 2.0)
+    ex = tinymodels.held_out_examples(1, seed=37)[0]
+    enc = lm.tokenizer(ex.question, ex.context, return_tensors="pt")
+    with torch.inference_mode():
+        a, b = run_windows(lm.model, dict(enc)), run_windows(sp, dict(enc))
+    assert min(sqnr_db(a[0], b[0]), sqnr_db(a[1], b[1])) > 80  # the same function
+    before = input_absmax(lm.model, calib, split_sites(lm.model))
+    after = input_absmax(sp, calib, split_sites(sp))  # what the (widened) Linear layers now read
+    split = 0
+    for s, x, y in zip(split_sites(sp), before, after):
+        extra = y.numel() - x.numel()
+        assert extra % ALIGN == 0
+        split += extra > 0
+        bound = 2.0 * float(x.median())
+        capped = x > bound * MAX_COPIES  # channels that took the most copies may stay over the bound
+        assert float(y[: x.numel()][~capped].max()) <= bound * 1.0001, s.name
+        assert float(y.max()) <= float(x.max()) + 1e-6
+    assert split, "the tiny model has channels over twice the median's range: some site must be split"
+    distil = load_model(str(tinymodels.make_arch_model("distilbert", tmp_path / "distil"))).model
+    assert not split_sites(distil) and split_outliers(distil, [], 2.0) is not distil  # a copy, nothing to split
+
+
+def test_the_static_card_builds_the_card_recipe(trained_model_dir, tmp_path, monkeypatch):
+    """The static card is built with static.CARD_RECIPE's calibration and options: its package's cache key is that
+    recipe's. Today's card recipe ("static") and, set as the card's, the outlier-splitting one."""
+    from quant import static
+    from quant.static import cache_key, recipe_setup
+
+    monkeypatch.setenv("QUANTQA_CACHE", str(tmp_path))
+    keys = set()
+    for recipe in (static.CARD_RECIPE, "static-split"):
+        monkeypatch.setattr(static, "CARD_RECIPE", recipe)
+        comp = ModelSet(str(trained_model_dir), variants=("fp32-cpu", STATIC_VARIANT), log=None)
+        info = comp.variant(STATIC_VARIANT).model.info
+        calib, options = recipe_setup(recipe, comp.fp32_eager)
+        assert info["key"] == cache_key(comp.fp32_eager, comp.tokenizer, comp.max_length, calib, (), False, options)
+        keys.add(info["key"])
+    assert len(keys) == 2
+
+
+@pytest.mark.minilm
+def test_minilm_splitting_outlier_channels_cuts_static_int8_noise_on_real_text(minilm_dir):
+    """On real weights (MiniLM-QA: LayerNorm outputs with one channel ~15x the median's, GELU outputs with a few
+    ~10x) and real text it was not calibrated on (the built-in set's held-out half): static INT8 with the outlier
+    channels split has far less logits noise than the same calibration without (measured on these 40 questions,
+    eager graphs: 29.5 -> 36.4 dB) and keeps FP32's span on more of them (80.0 % -> 90.0 %)."""
+    import statistics
+
+    from quant.evaluate import builtin_split
+    from quant.metrics import ratio_db
+    from quant.static import convert, recipe_setup
+    from quant.tune import QuestionSet
+
+    comp = ModelSet(str(minilm_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
+    qs = QuestionSet(comp, builtin_split("held-out", limit=40))
+    scores = {}
+    for recipe in ("static-realtext", "static-split"):
+        calib, options = recipe_setup(recipe, comp.fp32_eager)
+        g = convert(comp.fp32_eager, comp.tokenizer, max_length=comp.max_length, calibration=calib, options=options)
+        r = qs.score(g.model(comp.tokenizer.pad_token_id or 0))
+        scores[recipe] = (r["agreement"], ratio_db(statistics.fmean(r["noise"])))
+    (agree0, db0), (agree1, db1) = scores["static-realtext"], scores["static-split"]
+    assert db1 >= db0 + 4.0, scores
+    assert agree1 > agree0, scores
