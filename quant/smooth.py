@@ -226,7 +226,7 @@ def _widened(lin: nn.Linear, idx: torch.Tensor, c: torch.Tensor) -> nn.Linear:
 
 
 def _set(model: nn.Module, lin: nn.Linear, new: nn.Module) -> None:
-    for name, mod in model.named_modules():
+    for mod in model.modules():
         for child_name, child in mod.named_children():
             if child is lin:
                 setattr(mod, child_name, new)
@@ -241,7 +241,9 @@ def split_outliers(model: nn.Module, inputs: list[dict[str, torch.Tensor]], rati
     reading it get k_j copies of column j: y = sum_j x_j w_j is unchanged, the activation range is cut k_j times,
     and the weights' range is not touched (SmoothQuant's scales move the range into the weights instead). The
     layer's K grows by a few channels (padded to a multiple of `ALIGN`); the gather and the factors are elementwise
-    work that Inductor fuses into the quantize step. `skip`: Linear paths kept in FP32 (their inputs are left)."""
+    work that Inductor fuses into the quantize step, but the wider GEMMs cost more than their extra FLOPs (static
+    INT8: 1.08-1.26x on the bert-base shape at 160 tokens, bench/README.md). `skip`: Linear paths kept in FP32
+    (their inputs are left as they are)."""
     if ratio <= 1.0:
         raise ValueError(f"the split ratio is a multiple of the median channel's range, > 1; got {ratio}")
     m = copy.deepcopy(model).eval()
