@@ -307,24 +307,35 @@ def test_the_built_in_set_splits_by_passage_and_calibration_never_sees_the_held_
     assert not {p for _, p in texts} & {e.context for e in held}  # the held-out passages are never calibrated on
 
 
-def test_smoothing_moves_outliers_into_the_weights_without_changing_the_model(trained_model_dir):
-    """SmoothQuant (quant/smooth.py) on a BERT: the same logits (float rounding apart), smaller activation ranges at
-    every hooked site, and the same on a family it does not know (left alone)."""
+def _model_and_windows(model_dir):
+    """The tiny model and its calibration windows (the app's examples, 128 tokens), as the exact rewrites take them."""
     from quant import load_model
-    from quant.metrics import sqnr_db
-    from quant.qa import run_windows
-    from quant.smooth import input_absmax, sites, smooth
     from quant.static import calibration_inputs, calibration_texts, input_names
 
-    lm = load_model(str(trained_model_dir))
+    lm = load_model(str(model_dir))
     names = input_names(lm.tokenizer)
-    calib = [dict(zip(names, x)) for x in calibration_inputs(lm.tokenizer, calibration_texts(), 128, names)]
-    sm = smooth(lm.model, calib, 0.5)
+    return lm, [dict(zip(names, x)) for x in calibration_inputs(lm.tokenizer, calibration_texts(), 128, names)]
+
+
+def _same_function_db(lm, rewritten) -> float:
+    """Logits SQNR of a rewritten copy against the model on a held-out question (> 80 dB: the same function)."""
+    from quant.qa import run_windows
+
     ex = tinymodels.held_out_examples(1, seed=37)[0]
     enc = lm.tokenizer(ex.question, ex.context, return_tensors="pt")
     with torch.inference_mode():
-        a, b = run_windows(lm.model, dict(enc)), run_windows(sm, dict(enc))
-    assert min(sqnr_db(a[0], b[0]), sqnr_db(a[1], b[1])) > 80  # the same function
+        a, b = run_windows(lm.model, dict(enc)), run_windows(rewritten, dict(enc))
+    return min(sqnr_db(a[0], b[0]), sqnr_db(a[1], b[1]))
+
+
+def test_smoothing_moves_outliers_into_the_weights_without_changing_the_model(trained_model_dir):
+    """SmoothQuant (quant/smooth.py) on a BERT: the same logits (float rounding apart), smaller activation ranges at
+    every hooked site, and the same on a family it does not know (left alone)."""
+    from quant.smooth import input_absmax, sites, smooth
+
+    lm, calib = _model_and_windows(trained_model_dir)
+    sm = smooth(lm.model, calib, 0.5)
+    assert _same_function_db(lm, sm) > 80
     before = input_absmax(lm.model, calib, sites(lm.model))
     after = input_absmax(sm, calib, sites(sm))
     hooked = [i for i, s in enumerate(sites(sm)) if s.kind == "hook"]
@@ -429,20 +440,11 @@ def test_splitting_outlier_channels_keeps_the_model_and_cuts_every_range(trained
     split input, no channel's range is over the bound (ratio x the median channel's, unless it took the most copies);
     each widened Linear gains a multiple of 16 input channels; a family it does not know is left alone."""
     from quant import load_model
-    from quant.metrics import sqnr_db
-    from quant.qa import run_windows
     from quant.smooth import ALIGN, MAX_COPIES, input_absmax, split_outliers, split_sites
-    from quant.static import calibration_inputs, calibration_texts, input_names
 
-    lm = load_model(str(trained_model_dir))
-    names = input_names(lm.tokenizer)
-    calib = [dict(zip(names, x)) for x in calibration_inputs(lm.tokenizer, calibration_texts(), 128, names)]
+    lm, calib = _model_and_windows(trained_model_dir)
     sp = split_outliers(lm.model, calib, 2.0)
-    ex = tinymodels.held_out_examples(1, seed=37)[0]
-    enc = lm.tokenizer(ex.question, ex.context, return_tensors="pt")
-    with torch.inference_mode():
-        a, b = run_windows(lm.model, dict(enc)), run_windows(sp, dict(enc))
-    assert min(sqnr_db(a[0], b[0]), sqnr_db(a[1], b[1])) > 80  # the same function
+    assert _same_function_db(lm, sp) > 80
     before = input_absmax(lm.model, calib, split_sites(lm.model))
     after = input_absmax(sp, calib, split_sites(sp))  # what the (widened) Linear layers now read
     split = 0
