@@ -473,7 +473,9 @@ def _recipe_text(recipe: str, keep, manifest: dict) -> list[str]:
             text += (f" Outlier channel splitting (ratio {options.split:g}): an input channel whose calibrated range "
                      "is over that many times the median channel's is carried by several copies, each a fraction of "
                      "it, and the Linear layers that read it by as many copies of its weights (the FP32 function is "
-                     "unchanged; K grows by 16 channels where a layer has such a channel).")
+                     "unchanged; " + (f"at most {options.split_budget} extra channels per input, " if
+                                      options.split_budget else "") +
+                     f"K padded to a multiple of {options.split_align} where a layer has such a channel).")
     else:
         text = text[recipe]
     return ["## Recipe", "", text + kept]

@@ -146,7 +146,10 @@ def smooth(model: nn.Module, inputs: list[dict[str, torch.Tensor]], alpha: float
 SPLIT_RATIO = 2.0  # a channel whose calibrated max |x| exceeds this many times the median channel's is split; chosen
 # on the real-text calibration half by logits SQNR (compiled, MiniLM-QA: ratio 2 / 3 / 4 -> 35.7 / 34.4 / 33.5 dB)
 MAX_COPIES = 8  # at most this many copies of one channel (its range cut 8x)
-ALIGN = 16  # extra channels per site rounded up to this (zero channels): GEMM K stays a multiple of 16
+MAX_EXTRA = 64  # at most this many extra channels per split input (one AMX tile of depth): a bound on the latency cost
+ALIGN = 64  # a split input's K is padded (zero channels) to a multiple of this: AMX's INT8 tile is 64 deep, and a K
+# tail costs more than the padding's FLOPs (compiled static-split on MiniLM-QA, 2-core Xeon with AMX: 1.13x the static
+# card's latency @160 with K a multiple of 16, 1.00x with 64; bench/README.md). Folders built before: 16 (`split_align`)
 
 
 @dataclass
@@ -181,18 +184,30 @@ def split_sites(model: nn.Module) -> list[SplitSite]:
 
 
 def split_plan(amax: torch.Tensor, ratio: float = SPLIT_RATIO, max_copies: int = MAX_COPIES,
-               align: int = ALIGN) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which channels to copy and the factor every channel then takes: (idx, c). Channel j with max |x_j| > ratio x
-    the median channel's is carried by k_j = ceil(max|x_j| / (ratio x median)) copies (at most `max_copies`), each
-    x_j / k_j. idx: the extra copies' source channels (padded with zero channels, c = 0, to a multiple of `align`);
-    c: the factor of each of the n + len(idx) channels. No channel over the bound: both empty."""
-    bound = float(amax.median()) * ratio
-    k = torch.clamp(torch.ceil(amax / max(bound, 1e-12)), 1, max_copies).long()
-    idx = torch.repeat_interleave(torch.arange(amax.numel()), k - 1)
+               align: int = ALIGN, budget: int | None = MAX_EXTRA) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which channels to copy and the factor every channel then takes: (idx, c). Channel j with max |x_j| over the
+    bound (ratio x the median channel's) is carried by k_j copies, each x_j / k_j, up to k_j = ceil(max|x_j| / bound)
+    (under the bound) or `max_copies`. With a `budget` of extra channels, one copy at a time goes to the channel whose
+    range x_j / k_j is then the largest (water-filling: the per-tensor range falls fastest) until the budget is spent.
+    idx: the extra copies' source channels (padded with zero channels, c = 0, until n + len(idx) is a multiple of
+    `align`); c: the factor of each of the n + len(idx) channels. No channel over the bound: both empty."""
+    n = amax.numel()
+    bound = max(float(amax.median()) * ratio, 1e-12)
+    if budget is None:
+        k = torch.clamp(torch.ceil(amax / bound), 1, max_copies).float()
+    else:
+        k = torch.ones(n)
+        for _ in range(budget):
+            r = torch.where(k < max_copies, amax / k, torch.zeros(()))
+            j = int(r.argmax())
+            if float(r[j]) <= bound:
+                break
+            k[j] += 1
+    idx = torch.repeat_interleave(torch.arange(n), (k - 1).long())
     if not idx.numel():
         return idx, torch.empty(0)
-    c = torch.cat([1.0 / k.float(), (1.0 / k.float())[idx]])
-    pad = -idx.numel() % align
+    c = torch.cat([1.0 / k, (1.0 / k)[idx]])
+    pad = -(n + idx.numel()) % align  # the widened K a multiple of `align`
     return torch.cat([idx, idx.new_zeros(pad)]), torch.cat([c, c.new_zeros(pad)])
 
 
@@ -233,24 +248,24 @@ def _set(model: nn.Module, lin: nn.Linear, new: nn.Module) -> None:
 
 
 def split_outliers(model: nn.Module, inputs: list[dict[str, torch.Tensor]], ratio: float = SPLIT_RATIO,
-                   skip: tuple[str, ...] = ()) -> nn.Module:
+                   skip: tuple[str, ...] = (), align: int = ALIGN, budget: int | None = MAX_EXTRA) -> nn.Module:
     """A copy of `model` whose outlier input channels are split (the same function: logits equal up to float
     rounding), so a per-tensor activation scale fits the rest (outlier channel splitting: Zhao et al., ICML 2019).
 
     Channel j, k_j times the bound (`split_plan`), is carried by k_j copies of x_j / k_j and the Linear layers
     reading it get k_j copies of column j: y = sum_j x_j w_j is unchanged, the activation range is cut k_j times,
     and the weights' range is not touched (SmoothQuant's scales move the range into the weights instead). The
-    layer's K grows by a few channels (padded to a multiple of `ALIGN`); the gather and the factors are elementwise
-    work that Inductor fuses into the quantize step, but the wider GEMMs cost more than their extra FLOPs (static
-    INT8: 1.08-1.26x on the bert-base shape at 160 tokens, bench/README.md). `skip`: Linear paths kept in FP32
-    (their inputs are left as they are)."""
+    layer's K grows by a few channels, padded with zero channels to a multiple of `align` (a K tail is what costs:
+    compiled static INT8 on MiniLM-QA's plan, 1.13x the unsplit package's latency with K a multiple of 16, 1.00x
+    with 64; bench/README.md); the gather and the factors are elementwise work that Inductor fuses into the
+    quantize step. `skip`: Linear paths kept in FP32 (their inputs are left as they are)."""
     if ratio <= 1.0:
         raise ValueError(f"the split ratio is a multiple of the median channel's range, > 1; got {ratio}")
     m = copy.deepcopy(model).eval()
     names = {id(mod): n for n, mod in m.named_modules()}
     where = [s for s in split_sites(m) if not any(names[id(lin)] in skip for lin in s.linears)]
     for site, amax in zip(where, input_absmax(m, inputs, where)):
-        idx, c = split_plan(amax, ratio)
+        idx, c = split_plan(amax, ratio, align=align, budget=budget)
         if not idx.numel():
             continue
         for lin in site.linears:

@@ -273,9 +273,7 @@ class ModelSet:
     def recipes(self) -> dict[str, str]:
         """variant -> the INT8 recipe it runs, for its card (a folder's recipe is named as such)."""
         from .artifact import describe
-        from .static import is_static
-
-        from .static import CARD_RECIPE
+        from .static import CARD_RECIPE, is_static
 
         static = "calibrated, PT2E" if CARD_RECIPE == "static" else describe(CARD_RECIPE)  # title: static INT8
         dynamic = self.quant.recipe

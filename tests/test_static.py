@@ -12,7 +12,7 @@ from quant.compare import compare, predict
 from quant.inspection import inspect_question
 from quant.compare import STATIC_VARIANT
 from quant.inspect import sqnr_db
-from quant.static import PARITY_DB, StaticUnavailable, build_static
+from quant.static import PARITY_DB, StaticUnavailable, build_static, card_kwargs
 
 
 @pytest.fixture(scope="module")
@@ -166,13 +166,14 @@ def test_a_corrupt_cache_entry_is_refused(trained_model_dir, static_comp, tmp_pa
 
     lm = load_model(str(trained_model_dir))
     _copy_cached_package(static_comp, tmp_path)
-    assert build_static(lm.model, lm.tokenizer, cache_dir=tmp_path).info["cached"] is True  # the copy is used
+    card = card_kwargs(lm.model)  # the card's recipe: the copied package's key
+    assert build_static(lm.model, lm.tokenizer, cache_dir=tmp_path, **card).info["cached"] is True  # the copy is used
     probes = next(tmp_path.glob("*.probes.pt"))
     stored = torch.load(probes, weights_only=True)
     stored["refs"] = [tuple(-t for t in r) for r in stored["refs"]]  # references that the package cannot match
     torch.save(stored, probes)
     with pytest.raises(StaticUnavailable, match="differ from the eager quantized graph"):
-        build_static(lm.model, lm.tokenizer, cache_dir=tmp_path)
+        build_static(lm.model, lm.tokenizer, cache_dir=tmp_path, **card)
 
 
 def test_a_build_for_another_cpu_or_torch_is_never_loaded(trained_model_dir, monkeypatch):
@@ -438,19 +439,21 @@ def test_mixed_int8_really_quantizes_the_named_layers_activations_at_each_call(t
 def test_splitting_outlier_channels_keeps_the_model_and_cuts_every_range(trained_model_dir, tmp_path):
     """Outlier channel splitting (smooth.split_outliers) on a BERT: the same logits (float rounding apart); at every
     split input, no channel's range is over the bound (ratio x the median channel's, unless it took the most copies);
-    each widened Linear gains a multiple of 16 input channels; a family it does not know is left alone."""
+    each widened Linear's K is a multiple of ALIGN (64: no K tail in the INT8 GEMM); a family it does not know is
+    left alone."""
     from quant import load_model
     from quant.smooth import ALIGN, MAX_COPIES, input_absmax, split_outliers, split_sites
 
     lm, calib = _model_and_windows(trained_model_dir)
-    sp = split_outliers(lm.model, calib, 2.0)
+    sp = split_outliers(lm.model, calib, 2.0, budget=None)  # no budget: every channel down to the bound
     assert _same_function_db(lm, sp) > 80
+    assert _same_function_db(lm, split_outliers(lm.model, calib, 2.0)) > 80  # the card's: a budget per input
     before = input_absmax(lm.model, calib, split_sites(lm.model))
     after = input_absmax(sp, calib, split_sites(sp))  # what the (widened) Linear layers now read
     split = 0
     for s, x, y in zip(split_sites(sp), before, after):
         extra = y.numel() - x.numel()
-        assert extra % ALIGN == 0
+        assert not extra or y.numel() % ALIGN == 0, (s.name, y.numel())
         split += extra > 0
         bound = 2.0 * float(x.median())
         capped = x > bound * MAX_COPIES  # channels that took the most copies may stay over the bound
@@ -461,15 +464,50 @@ def test_splitting_outlier_channels_keeps_the_model_and_cuts_every_range(trained
     assert not split_sites(distil) and split_outliers(distil, [], 2.0) is not distil  # a copy, nothing to split
 
 
+def test_split_options_say_the_alignment_and_older_folders_rebuild_as_they_were_made():
+    """A split recipe's options carry the K alignment and the budget of extra channels it was built with (the
+    manifest, the cache key); options written before they existed (K padded to 16, no budget) read back as such, so
+    an older folder's package is rebuilt exactly. The plan pads K, and a budget goes to the largest ranges first."""
+    from quant.smooth import ALIGN, split_plan
+    from quant.static import StaticOptions
+
+    new = StaticOptions(split=2.0)
+    assert new.as_dict()["split_align"] == ALIGN == 64 and StaticOptions.from_dict(new.as_dict()) == new
+    old = {"observer": "histogram", "smooth": None, "dynamic_layers": [], "percentile": 99.99, "split": 2.0}
+    assert StaticOptions.from_dict(old).split_align == 16 and StaticOptions.from_dict(old).split_budget is None
+    assert "split_align" not in StaticOptions().as_dict()  # unsplit recipes: keys (and cached packages) as before
+    amax = torch.ones(360)  # a width that is not a multiple of 16: the widened K is padded, not the extra count
+    amax[99] = 16.0  # one channel at 16x the median: 8 copies at ratio 2, 7 extra, padded
+    for align in (16, 64):
+        idx, c = split_plan(amax, 2.0, align=align)
+        assert (360 + idx.numel()) % align == 0 and int((c > 0).sum()) == 360 + 7
+        assert torch.allclose(c[99], torch.tensor(1 / 8)) and (idx[:7] == 99).all()
+    g = torch.Generator().manual_seed(0)
+    amax = torch.rand(1536, generator=g) + 1.0
+    amax[:50] = torch.linspace(3.0, 30.0, 50)  # 50 channels over twice the median (~1.5), up to 20x
+    free, _ = split_plan(amax, 2.0, budget=None)
+    capped, c = split_plan(amax, 2.0, budget=40)
+    assert free.numel() > 64 and capped.numel() == 64  # 40 copies, padded to K = 1600 (a multiple of 64)
+    assert int((c > 0).sum()) == 1536 + 40
+    # the budget goes where the range is: no way of placing 40 copies leaves a smaller largest range (bisection on t:
+    # the fewest copies that bring every channel to t or under, at most 8 each)
+    lo, hi = 30.0 / 8, 30.0
+    for _ in range(60):
+        t = (lo + hi) / 2
+        lo, hi = (lo, t) if int((torch.clamp(torch.ceil(amax / t), 1, 8) - 1).sum()) <= 40 else (t, hi)
+    assert float((amax * c[:1536]).max()) <= hi * 1.0001
+
+
 def test_the_static_card_builds_the_card_recipe(trained_model_dir, tmp_path, monkeypatch):
     """The static card is built with static.CARD_RECIPE's calibration and options: its package's cache key is that
-    recipe's. Today's card recipe ("static") and, set as the card's, the outlier-splitting one."""
+    recipe's. Today's card recipe (outlier channels split) and, set as the card's, the one before it ("static")."""
     from quant import static
     from quant.static import cache_key, recipe_setup
 
     monkeypatch.setenv("QUANTQA_CACHE", str(tmp_path))
     keys = set()
-    for recipe in (static.CARD_RECIPE, "static-split"):
+    assert static.CARD_RECIPE == "static-split"
+    for recipe in (static.CARD_RECIPE, "static"):
         monkeypatch.setattr(static, "CARD_RECIPE", recipe)
         comp = ModelSet(str(trained_model_dir), variants=("fp32-cpu", STATIC_VARIANT), log=None)
         info = comp.variant(STATIC_VARIANT).model.info
