@@ -653,9 +653,9 @@ def evaluate_tab(page: Page) -> None:
                 "exactly the FP32 span. Without a file: the **built-in real-text set** (240 hand-written questions over "
                 "24 encyclopedic, news and technical passages, 72 unanswerable; assets/realqa.json). A file: SQuAD "
                 f"v1.1 / v2.0 JSON, at most 20 MB; passages over {MAX_CONTEXT_CHARS:,} characters or 32 windows are "
-                "skipped, with the reason. Both run in short turns: other visitors' comparisons go in between. The static "
-                "card is calibrated on the set's even passages: `python -m quant eval --split held-out` scores only "
-                "the passages it never saw.")
+                "skipped, with the reason. Both run in short turns: other visitors' comparisons go in between. The "
+                "static card is calibrated on the set's even passages: `python -m quant eval --static --split "
+                "held-out` scores only the passages it never saw.")
     with gr.Row():
         upload = gr.File(label="SQuAD-format JSON (optional)", file_types=[".json"], type="filepath")
         limit = strict_number(gr.Number(100, label=f"First N questions (1–{EVAL_MAX_QUESTIONS})", precision=0,

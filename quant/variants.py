@@ -275,7 +275,8 @@ class ModelSet:
         from .artifact import describe
         from .static import CARD_RECIPE, is_static
 
-        static = "calibrated, PT2E" if CARD_RECIPE == "static" else describe(CARD_RECIPE)  # title: static INT8
+        static = ("calibrated, PT2E" if CARD_RECIPE == "static"  # the card's title says "static INT8" already
+                  else describe(CARD_RECIPE).removeprefix("static INT8, "))
         dynamic = self.quant.recipe
         if self.artifact is not None:
             name, keep = self.artifact.recipe, self.artifact.keep_fp32

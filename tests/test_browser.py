@@ -226,6 +226,8 @@ def test_readme_screenshot(minilm_page):
     assert "INT8 static" in static and "“Boston”" in static and "ms median" in static  # built, ran, answered
     assert "minilm" in pg.locator("#header").inner_text()
     if os.environ.get("QUANTQA_UPDATE_SCREENSHOT") == "1":
+        pg.wait_for_selector("#latency-chart .js-plotly-plot .bars path", timeout=30_000)  # the chart drawn too
+        pg.wait_for_timeout(500)
         pg.screenshot(path=str(ROOT / "assets" / "screenshot.png"), full_page=True)
 
 
