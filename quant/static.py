@@ -587,7 +587,7 @@ def _cached_or_built(fp32, tokenizer, files: "_Files", max_length, calib, keep_f
         return StaticQA(runner, names, pad_id, meta["size_mib"], info, limits, max_length)
     t_build = time.perf_counter()
     log(f"[quantqa] {what}: first build for this model and machine (export, calibrate, compile; "
-        f"~1-2 min on bert-base, then cached in {cache}) ...")
+        f"~3 min for bert-base on 2 cores, then cached in {cache}) ...")
     b = _compile(fp32, tokenizer, files, max_length, calib, keep_fp32, dynamic, what, log, options)
     build_s = time.perf_counter() - t_build
     torch.save({"inputs": b.probes, "refs": b.refs}, files.probes)
