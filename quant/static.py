@@ -302,6 +302,9 @@ class Converted:
                         info or {"eager": True})
 
 
+LEGACY_SPLIT = (16, None)  # K alignment and extra-channel budget of the splits made before either was an option
+
+
 @dataclass(frozen=True)
 class StaticOptions:
     """How static INT8 is built: calibration observer, SmoothQuant, mixed layers, attention (the cache key and the
@@ -342,7 +345,8 @@ class StaticOptions:
             d["attention"] = self.attention
         if self.split:
             d["split"] = self.split
-            d["split_align"], d["split_budget"] = self.split_align, self.split_budget
+            if (self.split_align, self.split_budget) != LEGACY_SPLIT:  # absent: a split made before they existed
+                d["split_align"], d["split_budget"] = self.split_align, self.split_budget  # (its key as it was)
         return d
 
     @classmethod
@@ -355,7 +359,7 @@ class StaticOptions:
         if unknown:
             raise ValueError(f"unknown static options: {', '.join(sorted(unknown))}")
         if d.get("split") and "split_align" not in d:  # split before K was padded to 64 and the extra channels
-            d.update(split_align=16, split_budget=None)  # capped: rebuilt as it was made
+            d.update(zip(("split_align", "split_budget"), LEGACY_SPLIT))  # capped: rebuilt as it was made
         return cls(**{**d, "dynamic_layers": tuple(d.get("dynamic_layers", ()))})
 
 

@@ -475,6 +475,7 @@ def test_split_options_say_the_alignment_and_older_folders_rebuild_as_they_were_
     assert new.as_dict()["split_align"] == ALIGN == 64 and StaticOptions.from_dict(new.as_dict()) == new
     old = {"observer": "histogram", "smooth": None, "dynamic_layers": [], "percentile": 99.99, "split": 2.0}
     assert StaticOptions.from_dict(old).split_align == 16 and StaticOptions.from_dict(old).split_budget is None
+    assert StaticOptions.from_dict(old).as_dict() == old  # written back as it was: the same cache key
     assert "split_align" not in StaticOptions().as_dict()  # unsplit recipes: keys (and cached packages) as before
     amax = torch.ones(360)  # a width that is not a multiple of 16: the widened K is padded, not the extra count
     amax[99] = 16.0  # one channel at 16x the median: 8 copies at ratio 2, 7 extra, padded
