@@ -47,6 +47,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="INT8 weights with one scale per output channel (default)")
     w.add_argument("--per-tensor", dest="per_channel", action="store_false",
                    help="one weight scale per tensor: the seed's recipe")
+    ap.add_argument("--no-split", dest="split_outliers", action="store_false",
+                    help="dynamic INT8 without outlier channel splitting (default: split, as the static card)")
     ap.add_argument("--keep-fp32", default="", metavar="NAME[,NAME...]",
                     help="leave these nn.Linear layers in FP32 (module paths or globs, e.g. '*.output.dense')")
     static = ap.add_mutually_exclusive_group()
@@ -106,6 +108,7 @@ from quant.evaluate import BUILTIN, SquadFormatError, evaluate, load_squad  # no
 from quant.inspection import inspect_question  # noqa: E402
 from quant.figures import depth_figure, heatmap_figure, latency_figure, pareto_figure, tokens_figure  # noqa: E402
 from quant.inputs import DEFAULT_RUNS, MAX_CONTEXT_CHARS, MAX_QUESTION_CHARS, MAX_RUNS, MIN_RUNS, first_line  # noqa: E402
+from quant.static import CARD_RECIPE  # noqa: E402
 from quant.line import MAX_LINE, TURN_S, Busy, Cancelled, Overran, Scheduler  # noqa: E402
 from quant import artifact, links  # noqa: E402
 from quant.recipes import DEFAULT_RECIPES, RECIPES, recipe_report  # noqa: E402
@@ -409,7 +412,7 @@ class Page:
         if variant == STATIC_VARIANT:
             if a is not None and artifact.is_static(a.recipe):
                 return a.recipe, a.keep_fp32, None  # the folder's static recipe, as its card runs it
-            return "static", [], None
+            return CARD_RECIPE, [], None  # the recipe the static card builds (static-split since #24)
         if a is not None and not artifact.is_static(a.recipe):
             return a.recipe, a.keep_fp32, self.models.int8_eager
         recipe = "dynamic-per-channel" if self.models.quant.per_channel else "dynamic-per-tensor"
@@ -782,7 +785,8 @@ def main(args: argparse.Namespace) -> int:
                                 variants=MAIN_VARIANTS + ((STATIC_VARIANT,) if args.static else ()) + EXTRA_VARIANTS,
                                 quant=QuantConfig(embeddings=args.embeddings, engine=args.engine,
                                                   torchscript=args.torchscript, per_channel=args.per_channel,
-                                                  keep_fp32=args.keep_fp32),
+                                                  keep_fp32=args.keep_fp32,
+                                                  split=QuantConfig.split if args.split_outliers else None),
                                 static="background",  # the page serves at once; the static card says when ready
                                 trust_package=args.trust_package)
     except (ModelLoadError, ValueError) as exc:

@@ -64,6 +64,9 @@ def _common(p: argparse.ArgumentParser, static: bool = False) -> None:
                         "text at no cost; README, Accuracy)")
     w.add_argument("--per-tensor", dest="per_channel", action="store_false",
                    help="one weight scale per tensor: the seed's recipe (torch's default_dynamic_qconfig)")
+    p.add_argument("--no-split", dest="split_outliers", action="store_false",
+                   help="dynamic INT8 without outlier channel splitting (the default splits the channels whose range "
+                        "is over 2x the median's: more answers kept, ~1.1x the latency; bench/README.md)")
     p.add_argument("--keep-fp32", default="", metavar="NAME[,NAME...]",
                    help="leave these nn.Linear layers in FP32 (module paths such as "
                         "bert.encoder.layer.3.output.dense, or globs such as '*.output.dense')")
@@ -184,7 +187,8 @@ def _quant_config(args):
     from .quantize import QuantConfig
 
     return QuantConfig(embeddings=args.embeddings, engine=args.engine, torchscript=args.torchscript,
-                       per_channel=args.per_channel, keep_fp32=args.keep_fp32)
+                       per_channel=args.per_channel, keep_fp32=args.keep_fp32,
+                       split=QuantConfig.split if args.split_outliers else None)
 
 
 def _fail(msg: str) -> int:
@@ -252,14 +256,19 @@ def cmd_quantize(args) -> int:
     qc = _quant_config(args)
     cfg = loaded.model.config
     choice = choose_engine(qc.engine, cfg.hidden_size, getattr(cfg, "intermediate_size", 4 * cfg.hidden_size))
-    qmodel = quantize(loaded.model, qc)
+    splits = None
+    if qc.split is not None:
+        from .static import dynamic_splits
+
+        splits = dynamic_splits(loaded.model, loaded.tokenizer, loaded.max_length, qc)
+    qmodel = quantize(loaded.model, qc, splits)
     out = save_artifact(qmodel, loaded.tokenizer, args.out, qc, choice.engine, loaded.model_id)
     fp32, int8 = state_dict_mib(loaded.model), state_dict_mib(qmodel)
     layers = count_quantized(qmodel)
     kept = linear_names(qmodel)  # the exact names --keep-fp32 matched
     info = {"model": loaded.model_id, "out": str(out), "sizes_mib": {"fp32": round(fp32, 2), "int8": round(int8, 2)},
             "ratio": round(int8 / fp32, 4), "engine": choice.engine, "layers": layers,
-            "embeddings": qc.embeddings, "per_channel": qc.per_channel, "keep_fp32": kept,
+            "embeddings": qc.embeddings, "per_channel": qc.per_channel, "keep_fp32": kept, "split": qc.split,
             "torch": torch.__version__}
     if args.json:
         print(json.dumps(info))

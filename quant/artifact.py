@@ -38,6 +38,7 @@ import torch
 from .models import is_artifact  # noqa: F401 (re-exported)
 from .quantize import ARTIFACT_WEIGHTS as WEIGHTS
 from .static import STATIC_RECIPES, StaticOptions, is_static
+from .smooth import SPLIT_RATIO, apply_splits, plans_in
 
 FORMAT = "quantqa-int8/2"
 MANIFEST = "quantqa.json"
@@ -123,10 +124,15 @@ def write_dynamic(out: str | Path, model, tokenizer, recipe: str, keep_fp32=(), 
     out.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    torch.save(model.state_dict(), out / WEIGHTS)
+    state = model.state_dict()
+    torch.save(state, out / WEIGHTS)
     keep = list(keep_fp32) if recipe == "dynamic-per-token" else linear_names(model)  # the exact names left FP32
+    plans = plans_in(state)
+    split = {"inputs": len(plans), "extra_channels": sum(i.numel() for i, _ in plans.values())} if plans else None
     manifest = _manifest(source_model, engine, recipe, keep, measured,
-                         {"layers": count_quantized(model), **(extra or {})}, embeddings)
+                         {"layers": count_quantized(model), "outlier_split": split, **(extra or {})}, embeddings)
+    if plans:
+        manifest["quant_config"]["split"] = SPLIT_RATIO
     return _finish(out, manifest)
 
 
@@ -158,9 +164,11 @@ def _dynamic(models, recipe: str, keep: list[str]):
 
     if recipe == "dynamic-per-token":
         return quantize_per_token(models.fp32_eager, keep)
-    qc = replace(models.quant if isinstance(models.quant, QuantConfig) else QuantConfig(), embeddings=False,
-                 per_channel=recipe == "dynamic-per-channel", keep_fp32=tuple(keep), engine="auto")
-    return quantize(models.fp32_eager, qc)
+    card = models.quant if isinstance(models.quant, QuantConfig) else QuantConfig(split=None)
+    per_channel = recipe == "dynamic-per-channel"
+    qc = replace(card, embeddings=False, per_channel=per_channel, keep_fp32=tuple(keep), engine="auto",
+                 split=card.split if per_channel == card.per_channel else None)  # the card's split, its recipe only
+    return quantize(models.fp32_eager, qc, getattr(models, "splits", None))
 
 
 def _write_static(out: Path, models, recipe: str, keep: list[str], log) -> dict:
@@ -309,8 +317,10 @@ def _load_dynamic(path: Path, manifest: dict, recipe: str, keep: list[str]):
     qc = QuantConfig.from_manifest(manifest.get("quant_config", {}))
     if manifest.get("engine") in available_engines():
         use_engine(manifest["engine"])
-    model = _backend_quantize(skeleton, qc.embeddings, recipe == "dynamic-per-channel",
-                              resolve_keep_fp32(skeleton, keep))
+    kept = resolve_keep_fp32(skeleton, keep)
+    plans = plans_in(state)  # a split model's plans travel in its state dict
+    model = _backend_quantize(apply_splits(skeleton, plans, kept) if plans else skeleton, qc.embeddings,
+                              recipe == "dynamic-per-channel", kept)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
@@ -361,9 +371,14 @@ _SNIPPET_LOAD = {
         "model.load_state_dict(torch.load(f\"{d}/int8_state_dict.pt\", weights_only=True))"),
     "dynamic-per-channel": (
         "from torch.ao.quantization import per_channel_dynamic_qconfig as qconfig, quantize_dynamic",
-        "model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(d)).eval()\n"
-        "model = quantize_dynamic(model, {torch.nn.Linear: qconfig, **{n: None for n in keep}}, dtype=torch.qint8)\n"
-        "model.load_state_dict(torch.load(f\"{d}/int8_state_dict.pt\", weights_only=True))"),
+        "model = quantize_dynamic(AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(d)).eval(), "
+        "{torch.nn.Linear: qconfig, **{n: None for n in keep}}, dtype=torch.qint8)\n"
+        "sd = torch.load(f\"{d}/int8_state_dict.pt\", weights_only=True)  # int8 weights, and the split outlier "
+        "channels (copies, factors) the hooks below widen the inputs by\n"
+        "split = {k[:-18]: (sd.pop(k), sd.pop(k[:-3] + \"c\")) for k in list(sd) if k.endswith(\".outlier_split.idx\")}"
+        "; model.load_state_dict(sd)\n"
+        "for k, (i, c) in split.items(): model.get_submodule(k).register_forward_pre_hook(lambda m, a, i=i, c=c: (("
+        "torch.cat([a[0], a[0][..., i]], -1) if a[0].shape[-1] < c.numel() else a[0]) * c, *a[1:]))"),
     "dynamic-per-token": (
         "from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_",
         "model = AutoModelForQuestionAnswering.from_config(AutoConfig.from_pretrained(d)).eval()\n"
@@ -478,4 +493,12 @@ def _recipe_text(recipe: str, keep, manifest: dict) -> list[str]:
                      f"K padded to a multiple of {options.split_align} where a layer has such a channel).")
     else:
         text = text[recipe]
+        split, ratio = manifest.get("outlier_split"), (manifest.get("quant_config") or {}).get("split") or 2
+        if split:
+            text += (f" Outlier channel splitting: on {split['inputs']} inputs, the channels whose range (calibrated on "
+                     f"QuantQA's built-in real text, its calibration half) is over {ratio:g}x the median channel's are "
+                     f"carried by several copies, each a fraction of it ({split['extra_channels']} extra channels in "
+                     "all), and the Linear layers that read them by as many copies of their weights, so the "
+                     "activation's one scale per call fits the rest: the FP32 function is unchanged. The copies and "
+                     "their factors are in the state dict (`*.outlier_split.idx` / `.c`).")
     return ["## Recipe", "", text + kept]

@@ -40,7 +40,7 @@ from .quantize import QuantConfig, quantize, trace_or_eager
 from .timing import measure_interleaved
 
 CPU_VARIANTS = ("fp32-cpu", "fp32-jit-cpu", "int8-eager-cpu", "int8-cpu", "int8-pt-cpu", "int8-pc-cpu", "int8-emb-cpu",
-                "int8-static-cpu", "bf16-cpu")
+                "int8-nosplit-cpu", "int8-static-cpu", "bf16-cpu")
 GPU_VARIANTS = ("fp32-cuda", "fp16-cuda")
 PEERS = ("ort-fp32", "ort-int8", "ort-int8-opt", "torchao-int8")
 VARIANTS = {
@@ -51,6 +51,7 @@ VARIANTS = {
     "int8-pt-cpu": "dynamic INT8, per-tensor weight scales, traced + frozen: the seed's recipe",
     "int8-pc-cpu": "dynamic INT8 with per-channel weight scales, traced + frozen",
     "int8-emb-cpu": "dynamic INT8 + 8-bit embeddings",
+    "int8-nosplit-cpu": "dynamic INT8 as int8-cpu without outlier channel splitting (--no-split): the split's cost",
     "int8-static-cpu": "static INT8: PT2E + X86 Inductor quantizer, AOTInductor package (cached; --no-static skips)",
     "bf16-cpu": "bfloat16 (CPUs with native bf16)",
     "fp32-cuda": "FP32 on the GPU",
@@ -325,7 +326,7 @@ def _more_int8(comp, quant: QuantConfig, want: set, models: dict, sizes: dict, n
 
     if "int8-emb-cpu" in want:
         if not quant.embeddings:
-            emb = quantize(fp32, replace(quant, embeddings=True, engine=comp.engine))
+            emb = quantize(fp32, replace(quant, embeddings=True, engine=comp.engine), comp.splits)
             sizes["int8_emb"] = state_dict_mib(emb)
             models["int8-emb-cpu"] = (maybe_trace(emb, "int8-emb-cpu"), "cpu")
         else:
@@ -336,9 +337,16 @@ def _more_int8(comp, quant: QuantConfig, want: set, models: dict, sizes: dict, n
         if quant.per_channel == pc:
             models[name] = models["int8-cpu"]
             continue
-        other = quantize(fp32, replace(quant, per_channel=pc, engine=comp.engine))
+        other = quantize(fp32, replace(quant, per_channel=pc, engine=comp.engine, split=None))  # not the card: unsplit
         sizes["int8_pc" if pc else "int8_pt"] = state_dict_mib(other)
         models[name] = (maybe_trace(other, name), "cpu")
+    if "int8-nosplit-cpu" in want:
+        if quant.split is None:
+            models["int8-nosplit-cpu"] = models["int8-cpu"]
+        else:
+            plain = quantize(fp32, replace(quant, split=None, engine=comp.engine))
+            sizes["int8_nosplit"] = state_dict_mib(plain)
+            models["int8-nosplit-cpu"] = (maybe_trace(plain, "int8-nosplit-cpu"), "cpu")
     if quant.torchscript:
         if "int8-eager-cpu" in want:
             models["int8-eager-cpu"] = (comp.int8_eager, "cpu")

@@ -43,6 +43,7 @@ from torch import nn
 from .metrics import json_db, noise_ratio, outlier_ratio, ratio_db, sqnr_db  # noqa: F401 (re-exported)
 from .qa import Encoded, rank_spans, window_probs
 from .quantize import is_quantized_linear, linear_names
+from .smooth import unsplit_view, unsplit_weight
 
 # Module path suffix -> short kind, for every extractive-QA family transformers has (checked in order: the more
 # specific suffixes first). BERT, RoBERTa, XLM-RoBERTa, ELECTRA: attention.self.query ... output.dense;
@@ -200,6 +201,9 @@ class Inspector:
         missing = [n for n in self.names if n not in self.twins]
         if missing:
             raise ValueError(f"the INT8 model has no module for {', '.join(missing[:3])}: not a quantized copy")
+        fmods = dict(fp32.named_modules())
+        # A split INT8 model's widened layers, seen as functions of FP32's input with FP32's output (quant.smooth)
+        self.views = {n: unsplit_view(int8, n, fmods[n]) or self.twins[n] for n in self.names}
         self._weights: dict[str, float | None] | None = None
 
     def weight_sqnr(self) -> dict[str, float | None]:
@@ -210,7 +214,8 @@ class Inspector:
             with torch.inference_mode():
                 for n in self.names:
                     q = self.twins[n]
-                    out[n] = sqnr_db(fmods[n].weight, q.weight().dequantize()) if is_quantized_linear(q) else None
+                    out[n] = (sqnr_db(fmods[n].weight, unsplit_weight(q.weight().dequantize(), fmods[n]))
+                              if is_quantized_linear(q) else None)
             self._weights = out
         return self._weights
 
@@ -227,14 +232,14 @@ class Inspector:
         wsq = self.weight_sqnr()
 
         def hook_for(name: str):
-            twin = self.twins[name]
+            twin, view = self.twins[name], self.views[name]
 
             def hook(_mod, inputs, output):
                 x = inputs[0]
                 xr = _real_tokens(x, m)
                 st = {"absmax": float(xr.abs().max()) if xr.numel() else 0.0, "outlier": outlier_ratio(xr)}
                 if is_quantized_linear(twin):
-                    st["sqnr"] = sqnr_db(_real_tokens(output, m), _real_tokens(twin(x), m))
+                    st["sqnr"] = sqnr_db(_real_tokens(output, m), _real_tokens(view(x), m))
                 stats[name] = st
 
             return hook

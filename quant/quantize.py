@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .smooth import SPLIT_RATIO, Plans, apply_splits
+
 ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
 ARTIFACT_WEIGHTS = "int8_state_dict.pt"  # an INT8 artifact's weights file (artifact.py writes and reads them)
 
@@ -46,6 +48,15 @@ class QuantConfig:
     # per-tensor on 48%, and per-channel costs nothing (bert-base shape, AMD Zen 4: -0.9% to +0% latency).
     per_channel: bool = True
     keep_fp32: tuple[str, ...] = ()  # nn.Linear module names (or globs) left in FP32: selective quantization
+    # Outlier channels split at this multiple of the median channel's range (quant.smooth; calibrated as the static
+    # card, on the real-text calibration half) or None; K padded to a multiple of `split_align`, at most
+    # `split_budget` extra channels per input. Chosen by measurement (#24, MiniLM-QA, 2-core Xeon): held-out logits
+    # SQNR 21 -> 31 dB, FP32's span kept on 65-67 % -> 85-87 % of the held-out questions; 16 / 16 keeps as many
+    # answers as the static card's 64 / 64 at half its cost (bert-base shape @160: 1.05x fbgemm, 1.09x oneDNN the
+    # unsplit card's latency; bench/README.md). Artifacts made before it read back as None.
+    split: float | None = SPLIT_RATIO
+    split_align: int = 16
+    split_budget: int = 16
 
     def __post_init__(self):
         if self.engine != "auto" and self.engine not in ENGINES:
@@ -59,17 +70,23 @@ class QuantConfig:
     @classmethod
     def from_manifest(cls, d: dict) -> "QuantConfig":
         """The config recorded in an artifact manifest (fields this version does not know are ignored)."""
-        return cls(**{k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}})
+        known = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        return cls(**{"split": None, **known})  # a manifest without "split" was written before the split
 
     @property
     def recipe(self) -> str:
         """What the card shows: 'dynamic, per-channel weights' (+ layers in FP32)."""
         kept = f", {len(self.keep_fp32)} Linear in FP32" if self.keep_fp32 else ""
-        return ("dynamic, per-channel weights" if self.per_channel else "dynamic, per-tensor weights (the seed's)") + kept
+        split = ", outlier channels split" if self.split is not None else ""
+        weights = "dynamic, per-channel weights" if self.per_channel else "dynamic, per-tensor weights (the seed's)"
+        return weights + split + kept
 
     def __str__(self) -> str:
         emb = "Linear + Embedding" if self.embeddings else "Linear only"
         parts = [emb, "per-channel weights" if self.per_channel else "per-tensor weights", f"engine={self.engine}"]
+        if self.split is not None:
+            parts.append(f"outlier channels split at {self.split:g}x (K to {self.split_align}, "
+                         f"<= {self.split_budget} extra)")
         if self.keep_fp32:
             parts.append(f"{len(self.keep_fp32)} Linear kept in FP32")
         if self.torchscript:
@@ -168,19 +185,25 @@ def _backend_quantize(model: nn.Module, embeddings: bool, per_channel: bool = Fa
         return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
 
 
-def quantize(model: nn.Module, config: QuantConfig | None = None) -> nn.Module:
+def quantize(model: nn.Module, config: QuantConfig | None = None, splits: "Plans | None" = None) -> nn.Module:
     """Return a new, dynamically INT8-quantized copy of `model` (the input is not changed).
 
     Every nn.Linear is quantized except those `config.keep_fp32` names (an
     unknown name raises ValueError listing the valid ones). Uses the quantized
     engine currently set (see `use_engine`); weights are packed for that
-    engine, so pick the engine first.
+    engine, so pick the engine first. `splits`: the outlier-channel plans
+    (`static.dynamic_splits` for `config`; `ModelSet.splits`) the copy is split
+    by before it is quantized, when `config.split` is set (an input read by a kept
+    layer stays whole). This function does not calibrate: without `splits` the
+    copy is not split.
     """
     config = config or QuantConfig()
     keep = resolve_keep_fp32(model, config.keep_fp32)
     if config.engine != "auto":
         use_engine(config.engine)
-    qmodel = _backend_quantize(copy.deepcopy(model), config.embeddings, config.per_channel, keep)
+    # an input read by a kept layer stays whole: the kept layer keeps FP32's shape (the model card's snippet loads it)
+    src = apply_splits(model, splits, keep) if config.split is not None and splits else copy.deepcopy(model)
+    qmodel = _backend_quantize(src, config.embeddings, config.per_channel, keep)
     return qmodel.eval()
 
 

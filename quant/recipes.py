@@ -136,8 +136,10 @@ class _Builder:
         self.fp32, self.tok = models.fp32_eager, models.tokenizer
 
     def _dynamic(self, keep, per_channel: bool):
-        qc = replace(self.models.quant, per_channel=per_channel, keep_fp32=tuple(keep))
-        return quantize(self.fp32, qc)
+        card = self.models.quant  # the card's split goes with the card's recipe only (the other is the seed's or plain)
+        qc = replace(card, per_channel=per_channel, keep_fp32=tuple(keep),
+                     split=card.split if per_channel == card.per_channel else None)
+        return quantize(self.fp32, qc, self.models.splits)
 
     def scoring(self, keep):
         if self.recipe == "dynamic-per-tensor":

@@ -247,6 +247,99 @@ def _set(model: nn.Module, lin: nn.Linear, new: nn.Module) -> None:
                 setattr(mod, child_name, new)
 
 
+Plans = dict[str, tuple[torch.Tensor, torch.Tensor]]  # split site path -> (idx, c) of `split_plan`
+
+
+def _split_where(model: nn.Module, skip: tuple[str, ...]) -> list[SplitSite]:
+    names = {id(mod): n for n, mod in model.named_modules()}
+    return [s for s in split_sites(model) if not any(names[id(lin)] in skip for lin in s.linears)]
+
+
+def plan_splits(model: nn.Module, inputs: list[dict[str, torch.Tensor]], ratio: float = SPLIT_RATIO,
+                skip: tuple[str, ...] = (), align: int = ALIGN, budget: int | None = MAX_EXTRA) -> Plans:
+    """Each split input's plan (`split_plan`) from its channels' max |x| over the calibration `inputs`; inputs with
+    no channel over the bound are left out. `skip`: Linear paths kept in FP32 (their inputs are not split)."""
+    if ratio <= 1.0:
+        raise ValueError(f"the split ratio is a multiple of the median channel's range, > 1; got {ratio}")
+    where = _split_where(model, skip)
+    plans: Plans = {}
+    if not where:  # not a BERT-family layout: nothing to split, no calibration pass
+        return plans
+    for site, amax in zip(where, input_absmax(model, inputs, where)):
+        idx, c = split_plan(amax, ratio, align=align, budget=budget)
+        if idx.numel():
+            plans[site.name] = (idx, c)
+    return plans
+
+
+def apply_splits(model: nn.Module, plans: Plans, skip: tuple[str, ...] = ()) -> nn.Module:
+    """A copy of `model` split as `plans` says (see `split_outliers`); sites reading a `skip` Linear are left as
+    they are. The plans travel in the copy's state dict (`<site>.outlier_split.idx` / `.c`: `plans_in`)."""
+    m = copy.deepcopy(model).eval()
+    for site in _split_where(m, skip):
+        if site.name not in plans:
+            continue
+        idx, c = plans[site.name]
+        for lin in site.linears:
+            _set(m, lin, _widened(lin, idx, c))
+        if site.kind == "rows":  # the FFN input's output rows copied; GELU is elementwise, so the copies match
+            p = m.get_submodule(site.producer)
+            new = nn.Linear(p.in_features, p.out_features + idx.numel(), bias=p.bias is not None)
+            with torch.no_grad():
+                new.weight.copy_(torch.cat([p.weight, p.weight[idx]]))
+                if p.bias is not None:
+                    new.bias.copy_(torch.cat([p.bias, p.bias[idx]]))
+            _set(m, p, new)
+        site.hooked.add_module("outlier_split", _Split(idx.clone(), c.clone()))
+        site.hooked.register_forward_pre_hook(_scale if site.kind == "rows" else _gather)
+    return m
+
+
+def plans_in(state: dict[str, torch.Tensor]) -> Plans:
+    """The split plans a split model's state dict holds (empty for a model never split)."""
+    suffix = ".outlier_split.idx"
+    return {k[: -len(suffix)]: (state[k], state[k[: -len(".idx")] + ".c"]) for k in state if k.endswith(suffix)}
+
+
+class _View(nn.Module):
+    """A split Linear seen from the unsplit model: its input widened as the split widens it, its output cut."""
+
+    def __init__(self, mod: nn.Module, split: "_Split | None", out_features: int):
+        super().__init__()
+        self.mod, self.split, self.out_features = mod, split, out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split is not None:
+            x = torch.cat([x, x.index_select(-1, self.split.idx)], -1) * self.split.c
+        return self.mod(x)[..., : self.out_features]
+
+
+def unsplit_view(model: nn.Module, name: str, like: nn.Linear) -> nn.Module | None:
+    """The Linear `name` of a split `model` as a module that takes the unsplit model's input to `like` (its FP32
+    twin) and gives `like`'s output shape: the input widened as the split widens it (copies and factors), the output
+    cut to `like`'s channels (an FFN input whose output rows were copied). It can stand in `like`'s place (tune's
+    one-layer swaps). None when `name` is not split."""
+    mod = model.get_submodule(name)
+    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+    split = getattr(parent, "outlier_split", None)
+    if split is None and _features(mod, "out") <= like.out_features:
+        return None
+    return _View(mod, split, like.out_features)
+
+
+def _features(mod: nn.Module, side: str) -> int:
+    v = getattr(mod, f"{side}_features", None)
+    if v is None:  # a quantized Linear: the packed weight's shape
+        w = mod.weight()
+        return w.shape[0 if side == "out" else 1]
+    return v
+
+
+def unsplit_weight(w: torch.Tensor, like: nn.Linear) -> torch.Tensor:
+    """A split Linear's weight cut back to its FP32 twin's shape (the original rows and columns come first)."""
+    return w[: like.out_features, : like.in_features]
+
+
 def split_outliers(model: nn.Module, inputs: list[dict[str, torch.Tensor]], ratio: float = SPLIT_RATIO,
                    skip: tuple[str, ...] = (), align: int = ALIGN, budget: int | None = MAX_EXTRA) -> nn.Module:
     """A copy of `model` whose outlier input channels are split (the same function: logits equal up to float
@@ -259,25 +352,4 @@ def split_outliers(model: nn.Module, inputs: list[dict[str, torch.Tensor]], rati
     compiled static INT8 on MiniLM-QA's plan, 1.13x the unsplit package's latency with K a multiple of 16, 1.00x
     with 64; bench/README.md); the gather and the factors are elementwise work that Inductor fuses into the
     quantize step. `skip`: Linear paths kept in FP32 (their inputs are left as they are)."""
-    if ratio <= 1.0:
-        raise ValueError(f"the split ratio is a multiple of the median channel's range, > 1; got {ratio}")
-    m = copy.deepcopy(model).eval()
-    names = {id(mod): n for n, mod in m.named_modules()}
-    where = [s for s in split_sites(m) if not any(names[id(lin)] in skip for lin in s.linears)]
-    for site, amax in zip(where, input_absmax(m, inputs, where)):
-        idx, c = split_plan(amax, ratio, align=align, budget=budget)
-        if not idx.numel():
-            continue
-        for lin in site.linears:
-            _set(m, lin, _widened(lin, idx, c))
-        if site.kind == "rows":  # the FFN input's output rows copied; GELU is elementwise, so the copies match
-            p = m.get_submodule(site.producer)
-            new = nn.Linear(p.in_features, p.out_features + idx.numel(), bias=p.bias is not None)
-            with torch.no_grad():
-                new.weight.copy_(torch.cat([p.weight, p.weight[idx]]))
-                if p.bias is not None:
-                    new.bias.copy_(torch.cat([p.bias, p.bias[idx]]))
-            _set(m, p, new)
-        site.hooked.add_module("outlier_split", _Split(idx, c))
-        site.hooked.register_forward_pre_hook(_scale if site.kind == "rows" else _gather)
-    return m
+    return apply_splits(model, plan_splits(model, inputs, ratio, skip, align, budget), skip)

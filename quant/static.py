@@ -479,6 +479,22 @@ def calibration_inputs(tokenizer, calib: list[tuple[str, str]], max_length: int,
     return out
 
 
+def dynamic_splits(fp32: nn.Module, tokenizer, max_length: int, config, log=None):
+    """The dynamic card's outlier-channel split plans (quant.smooth.plan_splits at `config.split`, its alignment and
+    budget): calibrated as the static card is, on the real-text calibration half and the app's examples."""
+    from .smooth import plan_splits
+
+    t0 = time.perf_counter()
+    names = input_names(tokenizer)
+    windows = [dict(zip(names, x)) for x in
+               calibration_inputs(tokenizer, calibration_texts("realtext"), max_length, names)]
+    plans = plan_splits(fp32, windows, config.split, align=config.split_align, budget=config.split_budget)
+    if log:
+        log(f"[quantqa] outlier channels: {len(plans)} inputs split, +{sum(i.numel() for i, _ in plans.values())} "
+            f"channels ({len(windows)} real-text windows, {time.perf_counter() - t0:.1f} s)")
+    return plans
+
+
 def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: list[tuple[str, str]] | None = None,
             keep_fp32: tuple[str, ...] = (), dynamic: bool = False, options: StaticOptions | None = None) -> Converted:
     """Export `fp32` (a copy, SDPA attention where the family has it), quantize it with the X86 Inductor quantizer

@@ -35,6 +35,7 @@ from .metrics import noise_ratio, ratio_db
 from .qa import best_span
 from .quantize import QuantConfig, is_quantized_linear, linear_names, quantize, trace_or_eager
 from .size import state_dict_mib
+from .smooth import unsplit_view
 from .timing import measure
 
 RANKINGS = ("logits", "local")
@@ -192,8 +193,9 @@ def rank_layers(comparator, qs: QuestionSet, rank_by: str = "logits",
     scores: dict[str, float] = {}
     if rank_by == "logits":
         work = copy.deepcopy(fp32)
+        fmods = dict(fp32.named_modules())
         for k, n in enumerate(names):
-            old = _swap(work, n, qmods[n])
+            old = _swap(work, n, unsplit_view(int8, n, fmods[n]) or qmods[n])  # a split layer, seen unsplit
             try:
                 scores[n] = ratio_db(statistics.fmean(qs.noise(work, rank_set)))
             finally:
@@ -229,6 +231,7 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
     progress = progress or (lambda what, i, n: None)
     qs = qs or QuestionSet(comparator, examples)  # one tokenization and one FP32 pass per question, for every step
     fp32, int8 = comparator.fp32_eager, comparator.int8_eager
+    splits = getattr(comparator, "splits", None) if comparator.quant.split is not None else None
     fmods = dict(fp32.named_modules())
     already = list(comparator.quant.keep_fp32)
     ranking = rank_layers(comparator, qs, rank_by, progress)
@@ -250,8 +253,11 @@ def tune(comparator, examples: list[Example], target_agreement: float, *, rank_b
     for k, (n, _) in enumerate(ranking):
         if steps[-1].agreement >= target_agreement or (max_keep is not None and len(keep) >= max_keep):
             break
-        _swap(work, n, fmods[n])  # this layer back to FP32 (shared, read-only)
         keep.append(n)
+        if splits:  # a split card: rebuilt as it ships (an input read by a kept layer is not split; quantize())
+            work = quantize(fp32, replace(comparator.quant, keep_fp32=tuple(already + keep)), splits)
+        else:
+            _swap(work, n, fmods[n])  # this layer back to FP32 (shared, read-only)
         steps.append(evaluate_step(keep))
         progress("steps", k + 2, len(ranking) + 1)
     # FP32 reference on the same set, for the table

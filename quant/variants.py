@@ -40,6 +40,7 @@ from .qa import Encoded, encode, tokenize
 from .quantize import (EngineChoice, QuantConfig, QuantizationUnavailable, choose_engine, count_quantized, quantize,
                        resolve_keep_fp32, trace_or_eager)
 from .size import state_dict_mib
+from .smooth import Plans, plans_in
 
 LABELS = {
     "fp32-cpu": "FP32 · CPU",
@@ -108,6 +109,7 @@ class ModelSet:
         self.artifact = None  # artifact.Loaded, when --model is an INT8 artifact folder
         self.trust_package = trust_package  # run a folder's compiled static package (else it is rebuilt here)
         self.fp32_reason: str | None = None
+        self.splits: Plans | None = None  # the dynamic card's outlier-channel split plans (QuantConfig.split)
         self.int8_reason: str | None = None  # why there is no dynamic INT8 (a torch without torch.ao.quantization)
         self.log(f"[quantqa] loading {describe_source(self.model_id)} ...")
         fp32, int8 = self._load_artifact() if self.source == "artifact" else self._load_and_quantize()
@@ -140,8 +142,9 @@ class ModelSet:
                 self.quant.engine, hidden=getattr(cfg, "hidden_size", 768),
                 intermediate=getattr(cfg, "intermediate_size", 4 * getattr(cfg, "hidden_size", 768)))
             self.log(f"[quantqa] quantized engine: {self.engine_choice.describe()}")
+            self.splits = self._plan_splits(fp32)
             self.log(f"[quantqa] quantizing to INT8 ({self.quant}) ...")
-            return fp32, quantize(fp32, self.quant)
+            return fp32, quantize(fp32, self.quant, self.splits)
         except QuantizationUnavailable as exc:  # a torch without torch.ao.quantization: the other cards still serve
             self.engine_choice = EngineChoice(torch.backends.quantized.engine, "unused: no dynamic INT8 here")
             self.int8_reason = str(exc)
@@ -171,9 +174,21 @@ class ModelSet:
         else:
             self.max_length = window_length(fp32.config, self.tokenizer)
         if int8 is None and fp32 is not None:  # a static folder: the dynamic card is made here, as for any model
-            self.quant = replace(self.quant, keep_fp32=(), per_channel=True)
-            int8 = quantize(fp32, self.quant)
+            self.quant = replace(self.quant, keep_fp32=(), per_channel=True, split=QuantConfig.split)
+            self.splits = self._plan_splits(fp32)
+            int8 = quantize(fp32, self.quant, self.splits)
+        elif int8 is not None:  # the folder's own split plans, if it was split (Inspect's keep-K models reuse them)
+            self.splits = plans_in(int8.state_dict()) if self.quant.split is not None else None
         return fp32, int8
+
+    def _plan_splits(self, fp32) -> Plans | None:
+        """The dynamic card's split plans: the static card's calibration (the real-text calibration half and the
+        app's examples), so both cards split the same channels. None when the config does not split."""
+        if self.quant.split is None:
+            return None
+        from .static import dynamic_splits
+
+        return dynamic_splits(fp32, self.tokenizer, self.max_length, self.quant, self.log)
 
     def _trace_int8(self, int8):
         self.torchscript_note = "off"
@@ -209,7 +224,7 @@ class ModelSet:
         sizes: dict[str, float | None] = {"fp32": state_dict_mib(fp32) if fp32 is not None else None}
         if self.quant.embeddings:  # both INT8 rows: the usual recipe and the one with 8-bit embeddings
             plain = replace(self.quant, embeddings=False)
-            sizes["int8"] = state_dict_mib(quantize(fp32, plain)) if fp32 is not None else None
+            sizes["int8"] = state_dict_mib(quantize(fp32, plain, self.splits)) if fp32 is not None else None
             sizes["int8_emb"] = state_dict_mib(int8)
         else:
             sizes["int8"] = state_dict_mib(int8) if int8 is not None else None
@@ -367,7 +382,8 @@ class ModelSet:
         return self._mixed.get(keep)
 
     def _build_mixed(self, keep: tuple[str, ...]):
-        eager = quantize(self.fp32_eager, replace(self.quant, keep_fp32=self.quant.keep_fp32 + tuple(keep)))
+        eager = quantize(self.fp32_eager, replace(self.quant, keep_fp32=self.quant.keep_fp32 + tuple(keep)),
+                         self.splits)
         return (trace_or_eager(eager, self.probes())[0] if self.quant.torchscript else eager), state_dict_mib(eager)
 
 

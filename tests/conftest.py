@@ -129,11 +129,11 @@ def minilm_dir(request) -> Path:
 
 @pytest.fixture(scope="session")
 def minilm(minilm_dir):
-    """MiniLM-QA with the seed's per-tensor INT8 (--per-tensor): the fidelity thresholds of test_inspect.py were
+    """MiniLM-QA with the seed's per-tensor INT8, not split (--per-tensor --no-split): the fidelity thresholds of test_inspect.py were
     measured on it, and the remedies (per-channel, layers in FP32) are measured against it."""
     from quant import ModelSet, QuantConfig
 
-    return ModelSet(str(minilm_dir), quant=QuantConfig(per_channel=False), log=None)
+    return ModelSet(str(minilm_dir), quant=QuantConfig(per_channel=False, split=None), log=None)
 
 
 @pytest.fixture(scope="session")

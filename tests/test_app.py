@@ -285,6 +285,9 @@ def test_a_card_and_a_recipe_row_download_as_zipped_folders(app_demo, client):
     assert {f"{top}/README.md", f"{top}/quantqa.json", f"{top}/int8_state_dict.pt", f"{top}/config.json"} <= set(names)
     manifest = json.loads(zipfile.ZipFile(z).read(f"{top}/quantqa.json"))
     assert manifest["recipe"]["name"] == "dynamic-per-channel"  # what the card runs
+    from quant.static import CARD_RECIPE
+
+    assert page._card_recipe("int8-static-cpu") == (CARD_RECIPE, [], None)  # the static card's own recipe, not "static"
     fig, table, summary, rec, csv_file, row = client.predict(None, 12, 90, 1, ["dynamic-per-tensor"],
                                                              api_name="/recipes")
     assert rec["set"].startswith("the built-in real-text set") and rec["n"] == 12

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import tinymodels
-from quant import ModelSet, artifact
+from quant import ModelSet, QuantConfig, artifact
 from quant.compare import STATIC_VARIANT, compare
 from quant.qa import run_windows
 from quant.recipes import build_recipe
@@ -61,6 +61,54 @@ def test_every_recipe_is_a_folder_that_serves_as_measured(recipe, models, folder
             want = decode(variant, run_windows(direct, enc.inputs), enc, c.context, None)
             assert (got.start, got.end) == (want.start, want.end), (recipe, ex.question, got.answer, want.answer)
             assert c.result("fp32-cpu").available  # the FP32 card serves too (its weights, or the source model)
+
+
+@pytest.mark.minilm
+def test_minilm_the_dynamic_card_folder_carries_its_split_and_its_snippet_runs_it(minilm_dir, tmp_path):
+    """Real weights, where the dynamic card splits outlier channels (the trained tiny BERT has none over 2x the
+    median's). The card's recipe is written split as the card is: its state dict holds the plan of every split input
+    not read by a kept layer, the manifest says the ratio and counts them, the model card says so; the folder serves
+    the answers of the recipe built directly, with those plans, and the card's 15-line snippet (torch +
+    transformers alone) rebuilds the split and gives the served answer. The seed's recipe (per-tensor) is not
+    split, and a manifest from before the split reads back unsplit."""
+    from quant.compare import decode
+    from quant.evaluate import builtin_split
+    from quant.smooth import plans_in
+
+    comp = ModelSet(str(minilm_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
+    assert comp.quant.split is not None and comp.splits
+    out = artifact.write(tmp_path / "card", comp, "dynamic-per-channel", KEEP)
+    plans = plans_in(torch.load(out / "int8_state_dict.pt", weights_only=True))
+    kept_site = "bert.encoder.layer.0.output"  # KEEP: layer 0's FFN output stays FP32, so its input is not split
+    assert plans and kept_site in comp.splits and set(plans) == set(comp.splits) - {kept_site}
+    assert all(torch.equal(plans[k][0], comp.splits[k][0]) and torch.equal(plans[k][1], comp.splits[k][1])
+               for k in plans)
+    manifest = json.loads((out / "quantqa.json").read_text())
+    assert manifest["quant_config"]["split"] == QuantConfig.split and manifest["outlier_split"]["inputs"] == len(plans)
+    card = (out / "README.md").read_text()
+    assert f"Outlier channel splitting: on {len(plans)} inputs" in card
+    served = ModelSet(str(out), variants=("fp32-cpu", "int8-cpu"), log=None)
+    assert served.quant.split == QuantConfig.split and set(served.splits) == set(plans)
+    direct, _, _ = build_recipe("dynamic-per-channel", comp, KEEP)
+    exs = builtin_split("held-out", limit=4)
+    with torch.inference_mode():
+        for ex in exs:
+            got = compare(served, ex.context, ex.question, runs=1).result("int8-cpu")
+            enc = comp.encode_checked(ex.context, ex.question)
+            want = decode("int8-cpu", run_windows(direct, enc.inputs), enc, ex.context, None)
+            assert (got.start, got.end) == (want.start, want.end), (ex.question, got.answer, want.answer)
+    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 15 and "quant." not in code
+    ex = exs[0]
+    code = re.sub(r"^question, passage = .*$", f"question, passage = {ex.question!r}, {ex.context!r}", code,
+                  flags=re.M)
+    p = subprocess.run([sys.executable, "-I", "-c", code], cwd=out, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == compare(served, ex.context, ex.question, runs=1).result("int8-cpu").answer
+    seed = artifact.write(tmp_path / "seed", comp, "dynamic-per-tensor", [])
+    assert not plans_in(torch.load(seed / "int8_state_dict.pt", weights_only=True))
+    old = {k: v for k, v in manifest["quant_config"].items() if k != "split"}
+    assert QuantConfig.from_manifest(old).split is None
 
 
 @pytest.mark.parametrize("recipe", artifact.RECIPES)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import tinymodels
 
@@ -99,6 +100,21 @@ def test_quantize_writes_artifact_and_prints_sizes(trained_model_dir, tmp_path):
     assert (tmp_path / "int8" / "int8_state_dict.pt").is_file() and (tmp_path / "int8" / "config.json").is_file()
     p = run_cli("quantize", "--model", trained_model_dir, "--out", tmp_path / "int8b")
     assert "FP32:" in p.stdout and "INT8:" in p.stdout
+
+
+@pytest.mark.minilm
+def test_quantize_splits_outlier_channels_unless_told_not_to(minilm_dir, tmp_path):
+    """As the dynamic card, on real weights (MiniLM-QA has outlier channels): split by default (the plans in the
+    folder's state dict), `--no-split` not."""
+    from quant.smooth import plans_in
+
+    for flags, split in (((), 2.0), (("--no-split",), None)):
+        out = tmp_path / ("split" if split else "plain")
+        p = run_cli("quantize", "--model", minilm_dir, "--out", out, "--json", *flags)
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["split"] == split
+        state = torch.load(out / "int8_state_dict.pt", weights_only=True)
+        assert bool(plans_in(state)) == (split is not None)
 
 
 @pytest.mark.parametrize("sub", ["compare", "quantize", "inspect", "tune", "bench", "eval"])

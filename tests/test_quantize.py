@@ -2,6 +2,7 @@
 
 import copy
 import io
+import math
 import pickle
 
 import pytest
@@ -272,3 +273,43 @@ def test_artifact_records_and_restores_selective_quantization(trained_model_dir,
     ex = tinymodels.held_out_examples(1, seed=9)[0]
     enc = encode(loaded.tokenizer, ex.question, ex.context)
     assert torch.equal(_logits(q, enc), _logits(q2, enc))
+
+
+@pytest.mark.minilm
+def test_minilm_the_dynamic_card_splits_outlier_channels_and_keeps_more_answers_on_held_out_text(minilm_dir):
+    """The dynamic card (the default QuantConfig) splits real weights' outlier channels (MiniLM-QA: the LayerNorm
+    output has one channel ~15x the median's), planned on the real-text calibration half: K padded to its alignment,
+    at most its budget of extra channels per input. On the held-out half it keeps more answers than the same card
+    unsplit (measured, 120 questions, 2-core Xeon: logits SQNR 21 -> 31 dB, FP32's span 65-67 % -> 85-87 %). Inspect
+    sees the widened layers as FP32's: every weight SQNR is the unsplit card's (the original rows and columns
+    quantize alike), and every layer's local SQNR is read through the split."""
+    import statistics
+    from dataclasses import replace
+
+    from quant import ModelSet
+    from quant.evaluate import builtin_split
+    from quant.inspect import Inspector
+    from quant.metrics import ratio_db
+    from quant.tune import QuestionSet
+
+    comp = ModelSet(str(minilm_dir), variants=("fp32-cpu", "int8-cpu"), log=None)
+    q = comp.quant
+    assert q.split is not None and len(comp.splits) >= 12
+    for idx, c in comp.splits.values():
+        n = c.numel() - idx.numel()
+        assert c.numel() % q.split_align == 0 and 0 < int((c[n:] > 0).sum()) <= q.split_budget
+    plain = quantize(comp.fp32_eager, replace(q, split=None))
+    qs = QuestionSet(comp, builtin_split("held-out", limit=60))
+    split_r, plain_r = qs.score(comp.int8_eager), qs.score(plain)
+    db = {k: ratio_db(statistics.fmean(r["noise"])) for k, r in (("split", split_r), ("plain", plain_r))}
+    assert db["split"] >= db["plain"] + 6.0, db
+    assert split_r["agreement"] >= plain_r["agreement"] + 10.0, (split_r["agreement"], plain_r["agreement"])
+    ins, ins_plain = Inspector(comp.fp32_eager, comp.int8_eager, comp.tokenizer), Inspector(comp.fp32_eager, plain,
+                                                                                           comp.tokenizer)
+    w, w_plain = ins.weight_sqnr(), ins_plain.weight_sqnr()
+    assert w.keys() == w_plain.keys() and all(abs(w[k] - w_plain[k]) < 1e-6 for k in w)
+    ex = builtin_split("held-out", limit=1)[0]
+    local = {s.name: s.sqnr_db for s in ins.inspect(ex.context, ex.question).layers}
+    local_plain = {s.name: s.sqnr_db for s in ins_plain.inspect(ex.context, ex.question).layers}
+    assert all(v is not None and math.isfinite(v) for v in local.values())
+    assert statistics.median(local.values()) >= statistics.median(local_plain.values()) + 3.0, (local, local_plain)
