@@ -52,8 +52,8 @@ class QuantConfig:
     # card, on the real-text calibration half) or None; K padded to a multiple of `split_align`, at most
     # `split_budget` extra channels per input. Chosen by measurement (#24, MiniLM-QA, 2-core Xeon): held-out logits
     # SQNR 21 -> 31 dB, FP32's span kept on 65-67 % -> 85-87 % of the held-out questions; 16 / 16 keeps as many
-    # answers as the static card's 64 / 64 at half its cost (bert-base shape @160: 1.05x fbgemm, 1.09x oneDNN the
-    # unsplit card's latency; bench/README.md). Artifacts made before it read back as None.
+    # answers as the static card's 64 / 64 for less (the unsplit card's latency x 1.04-1.07 fbgemm, 1.10-1.11 oneDNN
+    # on the bert-base shape; bench/README.md). Artifacts made before it read back as None.
     split: float | None = SPLIT_RATIO
     split_align: int = 16
     split_budget: int = 16
