@@ -256,12 +256,9 @@ def cmd_quantize(args) -> int:
     qc = _quant_config(args)
     cfg = loaded.model.config
     choice = choose_engine(qc.engine, cfg.hidden_size, getattr(cfg, "intermediate_size", 4 * cfg.hidden_size))
-    splits = None
-    if qc.split is not None:
-        from .static import dynamic_splits
+    from .static import dynamic_splits
 
-        splits = dynamic_splits(loaded.model, loaded.tokenizer, loaded.max_length, qc)
-    qmodel = quantize(loaded.model, qc, splits)
+    qmodel = quantize(loaded.model, qc, dynamic_splits(loaded.model, loaded.tokenizer, loaded.max_length, qc))
     out = save_artifact(qmodel, loaded.tokenizer, args.out, qc, choice.engine, loaded.model_id)
     fp32, int8 = state_dict_mib(loaded.model), state_dict_mib(qmodel)
     layers = count_quantized(qmodel)

@@ -165,9 +165,7 @@ def _dynamic(models, recipe: str, keep: list[str]):
     if recipe == "dynamic-per-token":
         return quantize_per_token(models.fp32_eager, keep)
     card = models.quant if isinstance(models.quant, QuantConfig) else QuantConfig(split=None)
-    per_channel = recipe == "dynamic-per-channel"
-    qc = replace(card, embeddings=False, per_channel=per_channel, keep_fp32=tuple(keep), engine="auto",
-                 split=card.split if per_channel == card.per_channel else None)  # the card's split, its recipe only
+    qc = replace(card.for_recipe(recipe == "dynamic-per-channel", keep), embeddings=False, engine="auto")
     return quantize(models.fp32_eager, qc, getattr(models, "splits", None))
 
 

@@ -73,6 +73,12 @@ class QuantConfig:
         known = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
         return cls(**{"split": None, **known})  # a manifest without "split" was written before the split
 
+    def for_recipe(self, per_channel: bool, keep_fp32=()) -> "QuantConfig":
+        """This config for a dynamic recipe of that weight granularity and those kept layers. The split goes with
+        the card's own granularity only: the other is the seed's recipe (per-tensor) or plain per-channel."""
+        return dataclasses.replace(self, per_channel=per_channel, keep_fp32=tuple(keep_fp32),
+                                   split=self.split if per_channel == self.per_channel else None)
+
     @property
     def recipe(self) -> str:
         """What the card shows: 'dynamic, per-channel weights' (+ layers in FP32)."""

@@ -34,7 +34,7 @@ from __future__ import annotations
 import statistics
 import sys
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -136,10 +136,7 @@ class _Builder:
         self.fp32, self.tok = models.fp32_eager, models.tokenizer
 
     def _dynamic(self, keep, per_channel: bool):
-        card = self.models.quant  # the card's split goes with the card's recipe only (the other is the seed's or plain)
-        qc = replace(card, per_channel=per_channel, keep_fp32=tuple(keep),
-                     split=card.split if per_channel == card.per_channel else None)
-        return quantize(self.fp32, qc, self.models.splits)
+        return quantize(self.fp32, self.models.quant.for_recipe(per_channel, keep), self.models.splits)
 
     def scoring(self, keep):
         if self.recipe == "dynamic-per-tensor":

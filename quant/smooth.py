@@ -220,9 +220,13 @@ class _Split(nn.Module):
         self.register_buffer("c", c)
 
 
+def _widen(x: torch.Tensor, split: _Split) -> torch.Tensor:
+    """x with its split channels' copies appended, every channel times its factor (the split's input)."""
+    return torch.cat([x, x.index_select(-1, split.idx)], -1) * split.c
+
+
 def _gather(mod, args):
-    x = args[0]
-    return (torch.cat([x, x.index_select(-1, mod.outlier_split.idx)], -1) * mod.outlier_split.c,) + tuple(args[1:])
+    return (_widen(args[0], mod.outlier_split),) + tuple(args[1:])
 
 
 def _scale(mod, args):
@@ -309,9 +313,7 @@ class _View(nn.Module):
         self.mod, self.split, self.out_features = mod, split, out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.split is not None:
-            x = torch.cat([x, x.index_select(-1, self.split.idx)], -1) * self.split.c
-        return self.mod(x)[..., : self.out_features]
+        return self.mod(x if self.split is None else _widen(x, self.split))[..., : self.out_features]
 
 
 def unsplit_view(model: nn.Module, name: str, like: nn.Linear) -> nn.Module | None:
@@ -322,17 +324,9 @@ def unsplit_view(model: nn.Module, name: str, like: nn.Linear) -> nn.Module | No
     mod = model.get_submodule(name)
     parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
     split = getattr(parent, "outlier_split", None)
-    if split is None and _features(mod, "out") <= like.out_features:
+    if split is None and mod.out_features <= like.out_features:  # float and quantized Linear both say it
         return None
     return _View(mod, split, like.out_features)
-
-
-def _features(mod: nn.Module, side: str) -> int:
-    v = getattr(mod, f"{side}_features", None)
-    if v is None:  # a quantized Linear: the packed weight's shape
-        w = mod.weight()
-        return w.shape[0 if side == "out" else 1]
-    return v
 
 
 def unsplit_weight(w: torch.Tensor, like: nn.Linear) -> torch.Tensor:

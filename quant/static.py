@@ -481,9 +481,12 @@ def calibration_inputs(tokenizer, calib: list[tuple[str, str]], max_length: int,
 
 def dynamic_splits(fp32: nn.Module, tokenizer, max_length: int, config, log=None):
     """The dynamic card's outlier-channel split plans (quant.smooth.plan_splits at `config.split`, its alignment and
-    budget): calibrated as the static card is, on the real-text calibration half and the app's examples."""
+    budget): calibrated as the static card is, on the real-text calibration half and the app's examples. None when
+    `config` does not split."""
     from .smooth import plan_splits
 
+    if config.split is None:
+        return None
     t0 = time.perf_counter()
     names = input_names(tokenizer)
     windows = [dict(zip(names, x)) for x in

@@ -41,6 +41,7 @@ from .quantize import (EngineChoice, QuantConfig, QuantizationUnavailable, choos
                        resolve_keep_fp32, trace_or_eager)
 from .size import state_dict_mib
 from .smooth import Plans, plans_in
+from .static import dynamic_splits
 
 LABELS = {
     "fp32-cpu": "FP32 · CPU",
@@ -142,7 +143,7 @@ class ModelSet:
                 self.quant.engine, hidden=getattr(cfg, "hidden_size", 768),
                 intermediate=getattr(cfg, "intermediate_size", 4 * getattr(cfg, "hidden_size", 768)))
             self.log(f"[quantqa] quantized engine: {self.engine_choice.describe()}")
-            self.splits = self._plan_splits(fp32)
+            self.splits = dynamic_splits(fp32, self.tokenizer, self.max_length, self.quant, self.log)
             self.log(f"[quantqa] quantizing to INT8 ({self.quant}) ...")
             return fp32, quantize(fp32, self.quant, self.splits)
         except QuantizationUnavailable as exc:  # a torch without torch.ao.quantization: the other cards still serve
@@ -175,20 +176,11 @@ class ModelSet:
             self.max_length = window_length(fp32.config, self.tokenizer)
         if int8 is None and fp32 is not None:  # a static folder: the dynamic card is made here, as for any model
             self.quant = replace(self.quant, keep_fp32=(), per_channel=True, split=QuantConfig.split)
-            self.splits = self._plan_splits(fp32)
+            self.splits = dynamic_splits(fp32, self.tokenizer, self.max_length, self.quant, self.log)
             int8 = quantize(fp32, self.quant, self.splits)
         elif int8 is not None:  # the folder's own split plans, if it was split (Inspect's keep-K models reuse them)
             self.splits = plans_in(int8.state_dict()) if self.quant.split is not None else None
         return fp32, int8
-
-    def _plan_splits(self, fp32) -> Plans | None:
-        """The dynamic card's split plans: the static card's calibration (the real-text calibration half and the
-        app's examples), so both cards split the same channels. None when the config does not split."""
-        if self.quant.split is None:
-            return None
-        from .static import dynamic_splits
-
-        return dynamic_splits(fp32, self.tokenizer, self.max_length, self.quant, self.log)
 
     def _trace_int8(self, int8):
         self.torchscript_note = "off"
