@@ -412,7 +412,7 @@ class Page:
         if variant == STATIC_VARIANT:
             if a is not None and artifact.is_static(a.recipe):
                 return a.recipe, a.keep_fp32, None  # the folder's static recipe, as its card runs it
-            return CARD_RECIPE, [], None  # the recipe the static card builds (static-split since #24)
+            return CARD_RECIPE, [], None  # the recipe the static card builds (static-gptq since #24)
         if a is not None and not artifact.is_static(a.recipe):
             return a.recipe, a.keep_fp32, self.models.int8_eager
         recipe = "dynamic-per-channel" if self.models.quant.per_channel else "dynamic-per-tensor"

@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="also compare INT8 recipes side by side, each alone and with its K most sensitive layers in "
                         "FP32, and choose the fastest that meets the target. LIST: default (dynamic-per-tensor, "
                         "dynamic-per-channel, static, dynamic-per-token; the same as no LIST), all (those and "
-                        "static-realtext, static-smooth, static-mixed, static-split), or a comma-separated subset")
+                        "static-realtext, static-smooth, static-mixed, static-split, static-gptq), or a comma-separated subset")
     t.add_argument("--out", type=Path, default=None,
                    help="write the final model as an INT8 artifact folder (with --recipes: the chosen recipe)")
     t.add_argument("--json", action="store_true")

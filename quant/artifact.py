@@ -79,7 +79,9 @@ def describe(recipe: str, keep_fp32=()) -> str:
             "static-realtext": "static INT8, calibrated on real text (PT2E)",
             "static-smooth": "static INT8 with SmoothQuant, calibrated on real text (PT2E)",
             "static-mixed": "static INT8, FFN outputs with dynamic activations (PT2E)",
-            "static-split": "static INT8, outlier channels split, calibrated on real text (PT2E)"}[recipe]
+            "static-split": "static INT8, outlier channels split, calibrated on real text (PT2E)",
+            "static-gptq": "static INT8, outlier channels split, GPTQ-rounded weights, calibrated on real text (PT2E)"}[
+        recipe]
     return base + (f", {len(keep_fp32)} Linear in FP32" if keep_fp32 else "")
 
 
@@ -489,6 +491,10 @@ def _recipe_text(recipe: str, keep, manifest: dict) -> list[str]:
                      "unchanged; " + (f"at most {options.split_budget} extra channels per input, " if
                                       options.split_budget else "") +
                      f"K padded to a multiple of {options.split_align} where a layer has such a channel).")
+        if options.gptq:
+            text += (" The weights are rounded by GPTQ: column by column, each rounding error moved onto the columns "
+                     "not yet rounded (weighted by the calibration inputs), on the INT8 grid the quantizer itself "
+                     "chooses, so the package keeps those integers.")
     else:
         text = text[recipe]
         split, ratio = manifest.get("outlier_split"), (manifest.get("quant_config") or {}).get("split") or 2

@@ -130,14 +130,17 @@ def _runnable(models: ModelSet, variants) -> tuple[list[str], dict[str, _Variant
     return names, {n: models.variant(n) for n in names}
 
 
-def predict(models: ModelSet, context: str, question: str, variants=None) -> dict[str, VariantResult]:
+def predict(models: ModelSet, context: str, question: str, variants=None, *, enc: Encoded | None = None,
+            logits: dict | None = None) -> dict[str, VariantResult]:
     """One forward per variant (for evaluation) on one shared tokenization: variant -> result.
 
     Each result's `latency` holds that single model call (no warm-up), for throughput figures.
     The passage bound applies (InputError beyond it); windows run `WINDOW_BATCH` at a time.
+    enc: the checked encoding of this context and question, when the caller made it; logits: a dict that receives
+    each variant's (start, end) logits (on the CPU), for a caller that looks past the best span.
     """
     names, vs = _runnable(models, variants)
-    enc = models.encode_checked(context, question)
+    enc = enc or models.encode_checked(context, question)
     out: dict[str, VariantResult] = {}
     with torch.inference_mode():
         for n in names:
@@ -146,8 +149,10 @@ def predict(models: ModelSet, context: str, question: str, variants=None) -> dic
                 out[n] = VariantResult(n, False, v.reason)
                 continue
             inputs = enc.to(v.device)
-            ms, logits = time_once(lambda: run_windows(v.model, inputs), v.cuda)
-            out[n] = decode(n, logits, enc, context, LatencyStats.from_samples([ms]))
+            ms, got = time_once(lambda: run_windows(v.model, inputs), v.cuda)
+            out[n] = decode(n, got, enc, context, LatencyStats.from_samples([ms]))
+            if logits is not None:
+                logits[n] = tuple(x.float().cpu() for x in got)
     return out
 
 

@@ -98,7 +98,8 @@ def tokens_figure(d: dict):
 
 RECIPE_COLORS = {"fp32": "#6b7280", "dynamic-per-tensor": INT8_COLOR, "dynamic-per-channel": "#d97706",
                  "static": "#047857", "dynamic-per-token": "#7c3aed", "static-realtext": "#10b981",
-                 "static-smooth": "#0e7490", "static-mixed": "#65a30d", "static-split": "#15803d"}
+                 "static-smooth": "#0e7490", "static-mixed": "#65a30d", "static-split": "#15803d",
+                 "static-gptq": "#166534"}
 
 
 def pareto_figure(d: dict, target: float | None = None):

@@ -259,6 +259,19 @@ def best_span(start_logits, end_logits, offsets, context_mask, *, word_ids=None,
     return Span(c.start, c.end, c.score, c.window, null)
 
 
+def score_gap(start_logits, end_logits, offsets, context_mask, start: int, end: int, *, word_ids=None,
+              max_answer_tokens: int = 30, cls_index: int = 0, k: int = 50) -> float:
+    """How far below its own answer these logits put the answer (start, end) (character offsets; (0, 0): "no
+    answer"), as a fraction of its own answer's score: 0 for the answer itself, 1 when (start, end) is not among its
+    `k` best candidates. A small gap is a near tie: the logits all but chose (start, end) themselves."""
+    ranked = rank_spans(start_logits, end_logits, offsets, context_mask, word_ids=word_ids,
+                        max_answer_tokens=max_answer_tokens, k=k, cls_index=cls_index, per_window=k)
+    if not ranked or ranked[0].score <= 0:
+        return 1.0
+    other = next((c for c in ranked if (c.start, c.end) == (start, end)), None)
+    return 1.0 if other is None else (ranked[0].score - other.score) / ranked[0].score
+
+
 def run_windows(model, inputs: dict[str, torch.Tensor], batch: int = WINDOW_BATCH):
     """Forward all windows, `batch` at a time (bounded memory) -> (start_logits, end_logits), each (W, T)."""
     n = next(iter(inputs.values())).shape[0]

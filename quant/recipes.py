@@ -14,7 +14,8 @@ smallest: `tune`'s one-at-a-time steps find that one for a dynamic recipe):
   static-realtext      static, calibrated on the real-text set's calibration half too (static.recipe_setup)
   static-smooth        static-realtext with SmoothQuant folded into the LayerNorms and weights
   static-mixed         static-realtext with the FFN output Linear layers' activations quantized at each call
-  static-split         static-realtext with outlier input channels split (smooth.split_outliers): the static card's
+  static-split         static-realtext with outlier input channels split (smooth.split_outliers)
+  static-gptq          static-split with GPTQ-rounded weights (gptq.py): the static card's
 
 `DEFAULT_RECIPES` (the first four) run unless others are asked for: each static variant costs a compilation
 (bench/README.md, issue #24, for what each keeps on real text).
@@ -63,6 +64,7 @@ DESCRIPTIONS = {
     "static-smooth": "static INT8 (real-text calibration) with SmoothQuant",
     "static-mixed": "static INT8 (real-text calibration), FFN outputs with dynamic activations",
     "static-split": "static INT8 (real-text calibration), outlier input channels split",
+    "static-gptq": "static INT8 (real-text calibration), outlier input channels split, GPTQ-rounded weights",
     "fp32": "FP32, the reference",
 }
 

@@ -318,6 +318,7 @@ class StaticOptions:
     split: float | None = None  # outlier channel splitting's ratio (smooth.split_outliers), or None
     split_align: int = ALIGN  # a split input's K is padded to a multiple of this (16 in folders made before it was 64)
     split_budget: int | None = MAX_EXTRA  # at most this many extra channels per split input (None in folders before)
+    gptq: bool = False  # weights rounded by GPTQ on the quantizer's own grid (gptq.py) instead of to nearest
 
     def __post_init__(self):
         if self.observer not in OBSERVERS:
@@ -336,6 +337,8 @@ class StaticOptions:
             parts.append(f"{len(self.dynamic_layers)} Linear with dynamic activations")
         if self.attention != "sdpa":
             parts.append(f"{self.attention} attention")
+        if self.gptq:
+            parts.append("GPTQ-rounded weights")
         return ", ".join(parts)
 
     def as_dict(self) -> dict:
@@ -347,6 +350,8 @@ class StaticOptions:
             d["split"] = self.split
             if (self.split_align, self.split_budget) != LEGACY_SPLIT:  # absent: a split made before they existed
                 d["split_align"], d["split_budget"] = self.split_align, self.split_budget  # (its key as it was)
+        if self.gptq:  # absent when off: the keys of packages built before it existed
+            d["gptq"] = True
         return d
 
     @classmethod
@@ -369,13 +374,14 @@ ATTENTIONS = ("eager", "sdpa")
 # Static INT8 recipes (issue #24): what each calibrates on and how, offered by `tune --recipes` and the Recipes tab,
 # measured side by side (bench/README.md). "static" is build_static's defaults (the static card's recipe before
 # outlier channel splitting); CARD_RECIPE is what the static card builds.
-STATIC_RECIPES = ("static", "static-realtext", "static-smooth", "static-mixed", "static-split")
+STATIC_RECIPES = ("static", "static-realtext", "static-smooth", "static-mixed", "static-split", "static-gptq")
 SMOOTH_ALPHA = 0.5  # SmoothQuant's migration strength (the paper's default; 0.3 / 0.7 measured no better here)
 
 
-CARD_RECIPE = "static-split"  # what the static card builds (#24): more answers kept than "static" (MiniLM-QA, real
-# text: 92.5 / 90.8 % of FP32's spans vs 80.0 / 85.8 %) at 1.04x its latency at worst (bert-base shape @160, every split
-# input at its budget of 64 extra channels; bench/README.md)
+CARD_RECIPE = "static-gptq"  # what the static card builds (#24): static-split (more answers kept than "static",
+# MiniLM-QA, real text: 92.5 / 90.8 % of FP32's spans vs 80.0 / 85.8 %, at 1.04x its latency at worst on the bert-base
+# shape @160) with GPTQ-rounded weights: the same graph and kernels, +0.8 / +1.0 dB logits SQNR on the two halves,
+# 95.0 % of the held-out spans compiled (bench/README.md)
 
 
 def is_static(recipe: str) -> bool:
@@ -401,8 +407,8 @@ def recipe_setup(recipe: str, fp32: nn.Module) -> tuple[list[tuple[str, str]], S
     static-realtext  the examples + the real-text calibration half (30 pairs), histogram
     static-smooth    the same calibration, SmoothQuant (alpha SMOOTH_ALPHA) folded into the LayerNorms and weights
     static-mixed     the same calibration, the FFN output Linear layers with dynamic (per-call) activation scales
-    static-split     the same calibration, outlier input channels split (smooth.split_outliers, ratio SPLIT_RATIO):
-                     the static card's (CARD_RECIPE)
+    static-split     the same calibration, outlier input channels split (smooth.split_outliers, ratio SPLIT_RATIO)
+    static-gptq      static-split with its weights rounded by GPTQ (gptq.py): the static card's (CARD_RECIPE)
     """
     if recipe not in STATIC_RECIPES:
         raise ValueError(f"not a static recipe: {recipe!r}; choose from {', '.join(STATIC_RECIPES)}")
@@ -416,10 +422,10 @@ def recipe_setup(recipe: str, fp32: nn.Module) -> tuple[list[tuple[str, str]], S
         if not layers:
             raise StaticUnavailable("this model has no FFN output Linear layers to give dynamic activations")
         return calib, StaticOptions(dynamic_layers=layers)
-    if recipe == "static-split":
+    if recipe in ("static-split", "static-gptq"):
         from .smooth import SPLIT_RATIO
 
-        return calib, StaticOptions(split=SPLIT_RATIO)
+        return calib, StaticOptions(split=SPLIT_RATIO, gptq=recipe == "static-gptq")
     return calib, StaticOptions()
 
 
@@ -526,6 +532,10 @@ def convert(fp32: nn.Module, tokenizer, *, max_length: int = 384, calibration: l
 
         m = split_outliers(m, [dict(zip(names, x)) for x in calib_inputs], options.split, skip=tuple(keep_fp32),
                            align=options.split_align, budget=options.split_budget)
+    if options.gptq and not dynamic:  # after the split: the widened layers' weights are the ones quantized
+        from .gptq import gptq_round
+
+        m = gptq_round(m, [dict(zip(names, x)) for x in calib_inputs], skip=tuple(keep_fp32))
     wrapped = _Positional(m, names).eval()
     example = calib_inputs[0]  # batch 1 (export specialises the size-1 dimension: the package takes batch 1)
     seq = torch.export.Dim("seq", min=MIN_SEQ, max=max_length)
@@ -609,8 +619,10 @@ def _cached_or_built(fp32, tokenizer, files: "_Files", max_length, calib, keep_f
         log(f"[quantqa] {what}: {describe_build(info)}")
         return StaticQA(runner, names, pad_id, meta["size_mib"], info, limits, max_length)
     t_build = time.perf_counter()
-    log(f"[quantqa] {what}: first build for this model and machine (export, calibrate, compile; "
-        f"~3 min for bert-base on 2 cores, then cached in {cache}) ...")
+    gptq = options.gptq and not dynamic
+    log(f"[quantqa] {what}: first build for this model and machine (export, calibrate, "
+        + ("round the weights by GPTQ, " if gptq else "")
+        + f"compile; ~{5 if gptq else 3} min for bert-base on 2 cores, then cached in {cache}) ...")
     b = _compile(fp32, tokenizer, files, max_length, calib, keep_fp32, dynamic, what, log, options)
     build_s = time.perf_counter() - t_build
     torch.save({"inputs": b.probes, "refs": b.refs}, files.probes)

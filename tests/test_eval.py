@@ -237,3 +237,30 @@ def test_split_picks_one_half_of_the_built_in_set_by_passage(trained_model_dir, 
                                                         + halves["held-out"]}
     p = run_cli("eval", "--model", trained_model_dir, "--split", "held-out", "--data", squad_file(tmp_path / "d.json"))
     assert p.returncode == 2 and "--split" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_minilm_eval_tells_near_ties_from_answers_fp32_did_not_nearly_choose(minilm):
+    """Per changed answer, how far below its own answer FP32 scored INT8's (real weights, the seed's per-tensor INT8,
+    held-out real text): FP32's gap, not INT8's; a near tie under 5 %; both kinds occur; the report says how many."""
+    from quant.evaluate import NEAR_TIE, builtin_split
+    from quant.qa import score_gap
+
+    examples = builtin_split("held-out")[:60]
+    rep = evaluate(minilm, examples)
+    a = rep.agreements["int8-cpu"]
+    assert len(a.disagreements) >= 15  # per-tensor INT8 changes many answers on real text
+    by_id = {ex.qid: ex for ex in examples}
+    for d in a.disagreements:
+        ex = by_id[d.qid]
+        enc = minilm.encode_checked(ex.context, ex.question)
+        logits: dict = {}
+        r = predict(minilm, ex.context, ex.question, variants=["fp32-cpu", "int8-cpu"], enc=enc, logits=logits)
+        assert (r["int8-cpu"].answer, r["fp32-cpu"].answer) == (d.int8, d.fp32)
+        want = 100 * score_gap(*logits["fp32-cpu"], enc.offsets, enc.context_mask, r["int8-cpu"].start,
+                               r["int8-cpu"].end, word_ids=enc.word_ids)
+        assert d.fp32_gap_pct == pytest.approx(want, abs=0.01) and 0 < want <= 100
+    near = [d for d in a.disagreements if d.fp32_gap_pct < 100 * NEAR_TIE]
+    assert a.near_ties == len(near) and 0 < len(near) < len(a.disagreements) / 2
+    by = rep.to_dict()["agreement_by_variant"]["int8-cpu"]
+    assert (by["changed"], by["near_ties"]) == (len(a.disagreements), len(near))
+    assert f"{len(a.disagreements)} ({len(near)})" in rep.table()

@@ -127,3 +127,29 @@ def test_span_is_widened_to_whole_words():
     assert (raw.start, raw.end) == (off[ctx_tok(1), 0], off[ctx_tok(3), 1])
     assert (span.start, span.end) == (off[ctx_tok(0), 0], off[ctx_tok(5), 1])
     assert span.score == raw.score
+
+
+def test_score_gap_is_how_far_below_its_own_answer_the_logits_put_another():
+    from quant.qa import score_gap
+
+    off, mask, s, e = window()
+    s[ctx_tok(2)], e[ctx_tok(3)] = 5.0, 5.0  # the answer: tokens 2..3, characters 10..19
+    s[ctx_tok(5)], e[ctx_tok(5)] = 4.9, 4.8  # the runner-up alone: token 5, characters 25..29
+    allowed = mask.copy()
+    allowed[0] = True  # [CLS] stays in the softmax (no answer)
+
+    def p(x):
+        z = np.where(allowed, np.exp(x - x[allowed].max()), 0.0)
+        return z / z.sum()
+
+    ps, pe = p(s), p(e)
+    best = ps[ctx_tok(2)] * pe[ctx_tok(3)]
+    gap = score_gap(s[None], e[None], off[None], mask[None], 25, 29)
+    assert gap == pytest.approx((best - ps[ctx_tok(5)] * pe[ctx_tok(5)]) / best)
+    assert 0.0 < gap < 0.3
+    assert score_gap(s[None], e[None], off[None], mask[None], 10, 19) == 0.0  # its own answer
+    assert score_gap(s[None], e[None], off[None], mask[None], 10, 29) == pytest.approx(
+        (best - ps[ctx_tok(2)] * pe[ctx_tok(5)]) / best)  # start of one, end of the other
+    null = ps[0] * pe[0]
+    assert score_gap(s[None], e[None], off[None], mask[None], 0, 0) == pytest.approx((best - null) / best)  # no answer
+    assert score_gap(s[None], e[None], off[None], mask[None], 0, 4, k=3) == 1.0  # not among the 3 best
