@@ -251,7 +251,6 @@ def mixed_frame(d: dict):
 
 
 INT8_VARIANTS = ("int8-cpu", "int8-static-cpu")  # the disagreements table lists these
-GAP_COLUMN = "FP32 scored the INT8 answer"  # how far below its own (a near tie within evaluate.NEAR_TIE)
 
 
 def evaluation_frames(d: dict):
@@ -270,9 +269,9 @@ def evaluation_frames(d: dict):
                           for r in d["results"]])
     dis = pd.DataFrame([{"variant": LABELS.get(v, v), "question": x["question"], "passage": x["snippet"],
                          "FP32": x["fp32"] or "(no answer)", "INT8": x["int8"] or "(no answer)",
-                         "gold": x["gold"] or "(unanswerable)", GAP_COLUMN: _gap(x.get("fp32_gap_pct"))}
+                         "gold": x["gold"] or "(unanswerable)"}
                         for v in INT8_VARIANTS if v in by for x in by[v]["disagreements"]],
-                       columns=["variant", "question", "passage", "FP32", "INT8", "gold", GAP_COLUMN])
+                       columns=["variant", "question", "passage", "FP32", "INT8", "gold"])
     int8 = by.get("int8-cpu", {})
     summary = (f"**Agreement:** INT8 gives exactly the FP32 span on **{d['agreement']:.1f}%** of "
                f"{d['results'][0]['n']} questions{_ties(int8)}; mean |confidence difference| "
@@ -292,12 +291,6 @@ def _ties(a: dict) -> str:
         return ""
     return (f" ({a['changed']} changed, {a['near_ties']} of them near ties: FP32 scored the other answer within "
             f"{a['near_tie_within_pct']:g} % of its own)")
-
-
-def _gap(pct: float | None) -> str:
-    if pct is None:
-        return ""
-    return "not among its 50 best" if pct >= 100 else f"{pct:.1f} % below its own"
 
 
 def chosen_row(d: dict) -> dict | None:
